@@ -1,0 +1,1 @@
+"""Typer commands; each only parses arguments and calls the Python API."""

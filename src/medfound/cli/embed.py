@@ -1,0 +1,58 @@
+"""`medfound embed INPUTS... --model NAME --out OUT.parquet`."""
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from medfound.cli.errors import handles_errors
+
+console = Console(stderr=True)
+
+
+@handles_errors
+def embed_command(
+    inputs: list[Path] = typer.Argument(..., help="Image files, folders (recursive), CSV (path)"),
+    model: str = typer.Option(..., "--model", "-m", help="Model name (see `medfound models`)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output Parquet file (resumed if present)"),
+    weights: Path | None = typer.Option(None, "--weights", "-w", help="Local weight file"),
+    random_init: bool = typer.Option(False, "--random-init", help="Use random weights on purpose"),
+    batch_size: int = typer.Option(8, "--batch-size", "-b"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    workers: int | None = typer.Option(None, "--workers", help="Decoding workers [half the cores]"),
+    pool: str = typer.Option("avg", "--pool", help="avg: vector; none: keep feature maps"),
+    preset: str | None = typer.Option(None, "--preset", help="cxr, path, ct, mri or auto"),
+    image_size: int | None = typer.Option(None, "--image-size", help="Override the input side"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 (autocast)"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model"),
+) -> None:
+    """Embed images with a foundation model into a Parquet file, one row per image."""
+    from medfound.tasks.embed import EmbedOptions, embed
+
+    options = EmbedOptions(
+        batch_size=batch_size,
+        device=device,
+        workers=workers,
+        pool=pool,
+        preset=preset,
+        image_size=image_size,
+        precision=precision,
+        compile=compile,
+    )
+    summary = embed(
+        [str(p) for p in inputs],
+        out,
+        model_name=model,
+        weights=weights,
+        random_init=random_init,
+        options=options,
+    )
+    rate = summary.embedded / summary.seconds if summary.seconds else 0.0
+    console.print(
+        f"embedded {summary.embedded} ({rate:.1f} img/s), already done {summary.already_done}, "
+        f"skipped {len(summary.skipped)}; {summary.total_rows} rows in {summary.out}"
+    )
+    if not summary.ok:
+        for source, reason in summary.skipped:
+            console.print(f"  skipped {source}: {reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

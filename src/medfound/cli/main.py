@@ -1,0 +1,59 @@
+"""The `medfound` command."""
+
+from pathlib import Path
+
+import typer
+
+from medfound.cli import models
+from medfound.cli.embed import embed_command
+from medfound.cli.errors import handles_errors
+from medfound.cli.export import export_command
+
+app = typer.Typer(
+    help="medfound: medical-imaging foundation models (embed, pretrain, transfer, convert).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(models.app, name="models")
+app.command("embed")(embed_command)
+app.command("export")(export_command)
+
+
+@app.command("demo")
+@handles_errors
+def demo_command(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for inputs and outputs"),
+) -> None:
+    """Embed the real medical images shipped in pydicom, scikit-image and nilearn; plot them."""
+    from medfound.tasks.demo import run_demo
+
+    result = run_demo(out)
+    s = result.summary
+    typer.echo(f"inputs:     {result.inputs}")
+    typer.echo(f"embeddings: {result.embeddings} ({s.total_rows} rows, {s.seconds:.1f} s)")
+    typer.echo(f"plot:       {result.plot}")
+    typer.echo("note: random-initialised weights (no weights can be downloaded); see README")
+    if not s.ok:
+        raise typer.Exit(1)
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit"),
+) -> None:
+    """medfound: medical-imaging foundation models."""
+    if version:
+        from medfound import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

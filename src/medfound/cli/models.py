@@ -1,0 +1,47 @@
+"""`medfound models` and `medfound models show NAME`."""
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medfound.cli.errors import handles_errors
+
+app = typer.Typer(help="List the model zoo, or show one model's card.", no_args_is_help=False)
+console = Console()
+
+
+@app.callback(invoke_without_command=True)
+@handles_errors
+def list_all(ctx: typer.Context) -> None:
+    """List every registered model (timm:NAME and monai:NAME reach any other)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from medfound.models import list_models
+
+    table = Table(title="medfound models (plus timm:NAME, monai:NAME)")
+    table.add_column("name", no_wrap=True)
+    for column in ("modality", "input", "embedding", "preset", "weights from"):
+        table.add_column(column)
+    for card in list_models():
+        size = card.input_size
+        size = "x".join(map(str, size)) if isinstance(size, tuple) else f"{size}x{size}"
+        source = card.weights_source.split(",")[0].split(":")[0].split("(")[0]
+        table.add_row(card.name, card.modality, size, str(card.embedding_dim), card.preset, source)
+    console.print(table)
+
+
+@app.command("show")
+@handles_errors
+def show(
+    name: str = typer.Argument(..., help="A registered name, timm:NAME or monai:NAME"),
+) -> None:
+    """Print one model's card."""
+    from medfound.models import get_card
+
+    card = get_card(name)
+    table = Table(show_header=False, title=card.name)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in card.to_dict().items():
+        table.add_row(key, str(value))
+    console.print(table)

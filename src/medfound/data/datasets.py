@@ -1,0 +1,66 @@
+"""A Dataset that reads and preprocesses in DataLoader workers and never lets one bad file stop a run."""
+
+import torch
+from torch.utils.data import Dataset
+
+from medfound.data.sources import ImageSource
+from medfound.errors import MedfoundError
+from medfound.io.presets import Preset, preprocess, resolve_auto
+from medfound.io.readers import read_image
+
+
+class ImageDataset(Dataset):
+    """Items are dicts: {index, source, tensor, source_id, modality, preset} or {index, source, error}."""
+
+    def __init__(
+        self,
+        sources: list[ImageSource],
+        preset: Preset,
+        *,
+        spatial_dims: int,
+        channels: int,
+        native_size,
+    ):
+        self.sources = sources
+        self.preset = preset
+        self.shape_args = {
+            "spatial_dims": spatial_dims,
+            "channels": channels,
+            "native_size": native_size,
+        }
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> dict:
+        source = self.sources[index]
+        try:
+            image = read_image(source.target, source_id=None)
+            tensor = preprocess(image, self.preset, **self.shape_args)
+        except MedfoundError as exc:
+            return {"index": index, "source": source.id, "error": str(exc)}
+        except Exception as exc:  # a library bug on one odd file must not end the whole run
+            return {"index": index, "source": source.id, "error": f"{type(exc).__name__}: {exc}"}
+        return {
+            "index": index,
+            "source": source.id,
+            "tensor": tensor,
+            "source_id": image.source_id if "#series=" not in source.id else source.id,
+            "modality": image.modality,
+            "preset": resolve_auto(self.preset, image).name,
+        }
+
+
+def collate_items(items: list[dict]) -> dict:
+    """Stack the good items into one batch tensor; pass the failed ones through as errors."""
+    good = [item for item in items if "error" not in item]
+    return {
+        "tensor": torch.stack([item["tensor"] for item in good]) if good else None,
+        "items": [{k: v for k, v in item.items() if k != "tensor"} for item in good],
+        "errors": [(item["source"], item["error"]) for item in items if "error" in item],
+    }
+
+
+def worker_init(_worker_id: int) -> None:
+    """Workers decode one image each: one thread apiece keeps them off the model's cores."""
+    torch.set_num_threads(1)

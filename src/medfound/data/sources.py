@@ -1,0 +1,98 @@
+"""Turn the user's INPUTS (files, folders, CSV lists) into a de-duplicated list of image sources."""
+
+import csv
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from medfound.errors import ConfigError
+from medfound.io.dicom import is_dicom_file, series_key
+from medfound.io.readers import is_supported
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image to read: a file, or the files of one DICOM series (read as a volume).
+
+    `id` is what outputs and resume use: the file's path, or `<folder>#series=<SeriesInstanceUID>`.
+    """
+
+    id: str
+    paths: tuple[Path, ...]
+
+    @property
+    def target(self) -> Path | tuple[Path, ...]:
+        """What `read_image` takes: a path, or the list of a series' files."""
+        return self.paths[0] if len(self.paths) == 1 and "#series=" not in self.id else self.paths
+
+
+def collect_sources(
+    inputs: Iterable[str | Path], group_series: bool = False
+) -> tuple[list[ImageSource], list[tuple[str, str]]]:
+    """Expand inputs into image sources, in a stable order.
+
+    Folders are searched recursively for supported files (hidden files skipped); a `.csv` input lists
+    images in its `path` column (relative paths are relative to the CSV). With `group_series`, DICOM
+    files of a folder that share a SeriesInstanceUID become one volume source.
+    Returns the sources and the (input, reason) pairs of inputs that do not exist or are not images.
+    """
+    files: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and is_supported(p)
+            )
+        elif path.suffix.lower() == ".csv" and path.is_file():
+            files.extend(_csv_paths(path))
+        elif path.exists() or path.suffix:
+            files.append(path)  # the reader reports it if missing or unreadable
+        else:
+            problems.append((str(path), "no such file or folder"))
+    unique = list(dict.fromkeys(files))
+    if not group_series:
+        return [ImageSource(str(p), (p,)) for p in unique], problems
+    return _group_dicom_series(unique), problems
+
+
+def _csv_paths(csv_path: Path) -> list[Path]:
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "path" not in reader.fieldnames:
+            raise ConfigError(f"{csv_path}: needs a 'path' column, has {reader.fieldnames}")
+        rows = [row["path"] for row in reader if row["path"]]
+    return [p if p.is_absolute() else csv_path.parent / p for p in map(Path, rows)]
+
+
+def _group_dicom_series(files: list[Path]) -> list[ImageSource]:
+    groups: dict[tuple[Path, str], list[Path]] = defaultdict(list)
+    order: list[tuple[Path, str] | Path] = []
+    for path in files:
+        uid = (
+            series_key(path)
+            if path.suffix.lower() in (".dcm", "") and is_dicom_file(path)
+            else None
+        )
+        if uid is None:
+            order.append(path)
+            continue
+        key = (path.parent, uid)
+        if key not in groups:
+            order.append(key)
+        groups[key].append(path)
+    sources = []
+    for entry in order:
+        if isinstance(entry, Path):
+            sources.append(ImageSource(str(entry), (entry,)))
+        elif len(groups[entry]) == 1:
+            sources.append(ImageSource(str(groups[entry][0]), tuple(groups[entry])))
+        else:
+            folder, uid = entry
+            sources.append(ImageSource(f"{folder}#series={uid}", tuple(groups[entry])))
+    return sources

@@ -1,0 +1,1 @@
+"""Runtime shared by every task and training loop: devices, torchrun process groups."""

@@ -1,0 +1,25 @@
+"""Errors a user can cause. The CLI prints their message without a traceback and exits non-zero."""
+
+
+class MedfoundError(Exception):
+    """Base class: the message says what went wrong and where (file, field, key)."""
+
+
+class ImageReadError(MedfoundError):
+    """One image could not be read or preprocessed; batch jobs report it and go on."""
+
+
+class WeightsError(MedfoundError):
+    """A weight file is missing, unreadable, or does not match the model."""
+
+
+class ConfigError(MedfoundError):
+    """A configuration field or command-line option is unknown or has the wrong value."""
+
+
+class UnknownModelError(MedfoundError):
+    """A model name that the registry, timm and MONAI all do not know."""
+
+
+class MissingDependencyError(MedfoundError):
+    """An optional package that this feature needs is not installed."""

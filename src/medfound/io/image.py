@@ -1,0 +1,39 @@
+"""The one in-memory image type every reader returns."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class MedicalImage:
+    """An image as read from disk, before any model-specific preprocessing.
+
+    Attributes:
+        array: channels first, float32: (C, H, W) for 2D, (C, X, Y, Z) for 3D (NIfTI axis order; DICOM
+            series are stacked as (rows, columns, slices)). C is 1 (grayscale) or 3 (RGB).
+        source_id: what identifies the image in outputs: its path, plus `#<SOPInstanceUID>` for DICOM or
+            `#frame=<k>` where one file holds several images. Never patient-identifying.
+        modality: DICOM modality code (CT, MR, CR, DX, ...) when the file says so, else None.
+        spacing: physical size of a pixel/voxel per spatial axis in mm, when known.
+        value_range: the (low, high) intensities that map to black and white (from the bit depth,
+            the DICOM window or VOI LUT), or None when only the data itself can tell (floats, CT HU).
+        meta: other non-identifying facts (format, bit depth, transfer syntax, photometric).
+    """
+
+    array: np.ndarray
+    source_id: str
+    modality: str | None = None
+    spacing: tuple[float, ...] | None = None
+    value_range: tuple[float, float] | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for an image, 3 for a volume."""
+        return self.array.ndim - 1
+
+    @property
+    def channels(self) -> int:
+        """1 for grayscale, 3 for RGB."""
+        return self.array.shape[0]

@@ -1,0 +1,173 @@
+"""Per-modality preprocessing presets: MedicalImage -> model input tensor in [0, 1].
+
+A preset fixes three things: how intensities map to [0, 1], whether the image is used in colour or
+grayscale, and the size it is resized to. The model's own input contract (e.g. BiT's [-1, 1]) is applied
+later, inside the model wrapper, so every preset output is in [0, 1].
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medfound.errors import ConfigError, ImageReadError
+from medfound.io.image import MedicalImage
+
+Size = int | tuple[int, ...] | None
+
+# ITU-R BT.601 luma weights, as Pillow's "L" conversion uses.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How an image becomes model input.
+
+    intensity: "range" maps the image's value range (bit depth or DICOM window; min-max when the file
+        gives none) to [0, 1]; "window" clips to `window` (e.g. HU) and scales; "percentile" maps the
+        `percentiles` of this scan to [0, 1] (min-max with (0, 100)).
+    colour: "gray" uses luminance (repeated to 3 channels for RGB models); "rgb" keeps colour.
+    size: side (2D) or shape (3D) to resize to; None means the model's native input size.
+    fit: "stretch" resizes to the size, "crop" resizes the short side and centre-crops (2D only).
+    """
+
+    name: str
+    intensity: Literal["range", "window", "percentile"] = "range"
+    window: tuple[float, float] = (-1000.0, 1000.0)
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    colour: Literal["gray", "rgb"] = "gray"
+    size: Size = None
+    fit: Literal["stretch", "crop"] = "stretch"
+
+    def to_json(self) -> str:
+        """The resolved preset, recorded beside every output."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+PRESETS: dict[str, Preset] = {
+    "cxr": Preset("cxr", intensity="range", colour="gray", size=448),
+    "path": Preset("path", intensity="range", colour="rgb", size=224),
+    "ct": Preset("ct", intensity="window", window=(-1000.0, 1000.0), colour="gray"),
+    "mri": Preset("mri", intensity="percentile", percentiles=(0.5, 99.5), colour="gray"),
+}
+_CHOICES = {
+    "intensity": ("range", "window", "percentile"),
+    "colour": ("gray", "rgb"),
+    "fit": ("stretch", "crop"),
+}
+
+
+def get_preset(name: str, **overrides) -> Preset:
+    """A named preset ("cxr", "path", "ct", "mri", or "auto"), with fields overridden and validated."""
+    if name == "auto":
+        base = Preset("auto")
+    elif name in PRESETS:
+        base = PRESETS[name]
+    else:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {[*PRESETS, 'auto']}")
+    fields = {f.name for f in dataclasses.fields(Preset)} - {"name"}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ConfigError(
+                f"preset {name!r}: unknown field {key!r}; fields are {sorted(fields)}"
+            )
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(f"preset field {key!r}: {value!r} is not one of {_CHOICES[key]}")
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def resolve_auto(preset: Preset, image: MedicalImage) -> Preset:
+    """For the "auto" preset, choose per image from its modality and colour; others pass through."""
+    if preset.name != "auto":
+        return preset
+    if image.modality == "CT":
+        base = PRESETS["ct"]
+    elif image.modality in ("MR", "PT", "NM"):
+        base = PRESETS["mri"]
+    elif image.channels == 3:
+        base = PRESETS["path"]
+    else:
+        base = PRESETS["cxr"]
+    return dataclasses.replace(base, name=f"auto:{base.name}", size=preset.size, fit=preset.fit)
+
+
+def to_unit_range(image: MedicalImage, preset: Preset) -> np.ndarray:
+    """Intensities of `image` mapped to [0, 1] as the preset says (float32, clipped)."""
+    values = image.array
+    if preset.intensity == "window":
+        lo, hi = preset.window
+    elif preset.intensity == "percentile":
+        lo, hi = (float(v) for v in np.percentile(values, preset.percentiles))
+    elif image.value_range is not None:
+        lo, hi = image.value_range
+    else:
+        lo, hi = float(values.min()), float(values.max())
+    scale = 1.0 / (hi - lo) if hi > lo else 0.0
+    return np.clip((values - lo) * scale, 0.0, 1.0).astype(np.float32)
+
+
+def _match_channels(array: np.ndarray, colour: str, channels: int) -> np.ndarray:
+    if colour == "gray" and array.shape[0] == 3:
+        array = np.tensordot(_LUMA, array, axes=1)[None]
+    if array.shape[0] == channels:
+        return array
+    if array.shape[0] == 1:
+        return np.repeat(array, channels, axis=0)
+    if channels == 1:
+        return np.tensordot(_LUMA, array, axes=1)[None]
+    raise ImageReadError(f"cannot turn {array.shape[0]} channels into {channels}")
+
+
+def _target_shape(size: Size, spatial_dims: int) -> tuple[int, ...]:
+    if isinstance(size, int):
+        return (size,) * spatial_dims
+    if size is None or len(size) != spatial_dims:
+        raise ConfigError(f"size {size!r} does not fit {spatial_dims}D input")
+    return tuple(int(s) for s in size)
+
+
+def _resize(tensor: torch.Tensor, shape: tuple[int, ...], fit: str) -> torch.Tensor:
+    if tuple(tensor.shape[1:]) == shape:
+        return tensor
+    batch = tensor[None]
+    if tensor.ndim == 3:
+        if fit == "crop":
+            h, w = tensor.shape[1:]
+            scale = max(shape[0] / h, shape[1] / w)
+            inner = (max(shape[0], round(h * scale)), max(shape[1], round(w * scale)))
+            batch = F.interpolate(batch, size=inner, mode="bilinear", antialias=True)
+            top, left = (inner[0] - shape[0]) // 2, (inner[1] - shape[1]) // 2
+            return batch[0, :, top : top + shape[0], left : left + shape[1]].contiguous()
+        return F.interpolate(batch, size=shape, mode="bilinear", antialias=True)[0]
+    return F.interpolate(batch, size=shape, mode="trilinear")[0]
+
+
+def preprocess(
+    image: MedicalImage,
+    preset: Preset,
+    *,
+    spatial_dims: int,
+    channels: int,
+    native_size: Size,
+) -> torch.Tensor:
+    """MedicalImage -> float32 tensor (channels, *size) in [0, 1] for a model of the given shape.
+
+    Raises ImageReadError when the image cannot be made to fit (a 3D volume for a 2D model, say).
+    """
+    preset = resolve_auto(preset, image)
+    if image.spatial_dims != spatial_dims:
+        kind = {2: "a 2D image", 3: "a 3D volume"}
+        raise ImageReadError(
+            f"{image.source_id}: {kind.get(image.spatial_dims, 'an array')} of shape "
+            f"{tuple(image.array.shape[1:])} cannot go into a model made for "
+            f"{kind.get(spatial_dims, spatial_dims)} input"
+        )
+    unit = to_unit_range(image, preset)
+    unit = _match_channels(unit, preset.colour, channels)
+    shape = _target_shape(preset.size if preset.size is not None else native_size, spatial_dims)
+    tensor = _resize(torch.from_numpy(np.ascontiguousarray(unit)), shape, preset.fit)
+    return tensor.clamp_(0.0, 1.0)

@@ -1,0 +1,67 @@
+"""One entry point, `read_image`, that picks the reader from the file and checks what it returns."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medfound.errors import ImageReadError
+from medfound.io.dicom import DICOM_SUFFIXES, is_dicom_file, read_dicom, read_dicom_series
+from medfound.io.image import MedicalImage
+from medfound.io.raster import RASTER_SUFFIXES, read_raster
+from medfound.io.volume import NIFTI_SUFFIXES, read_nifti, read_npy
+
+SUPPORTED_SUFFIXES = (*RASTER_SUFFIXES, *DICOM_SUFFIXES, *NIFTI_SUFFIXES, ".npy")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def is_supported(path: Path) -> bool:
+    """True for files medfound can read: a known suffix, or DICOM without an extension."""
+    return _suffix(path) in SUPPORTED_SUFFIXES or (path.suffix == "" and is_dicom_file(path))
+
+
+def read_image(path: str | Path | Sequence[Path], source_id: str | None = None) -> MedicalImage:
+    """Read an image file, or a DICOM series given as a list of its files.
+
+    Returns a MedicalImage with finite float32 values. Raises ImageReadError, naming the file and the
+    reason, for anything unreadable: missing, empty, corrupt, wrong format, non-finite values.
+    """
+    if not isinstance(path, str | Path):
+        paths = [Path(p) for p in path]
+        image = read_dicom_series(paths, source_id or str(paths[0].parent))
+        return _checked(image)
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file")
+    suffix = _suffix(path)
+    if suffix in RASTER_SUFFIXES:
+        image = read_raster(path)
+    elif suffix in DICOM_SUFFIXES or (suffix == "" and is_dicom_file(path)):
+        image = read_dicom(path)
+    elif suffix in NIFTI_SUFFIXES:
+        image = read_nifti(path)
+    elif suffix == ".npy":
+        image = read_npy(path)
+    else:
+        raise ImageReadError(f"{path}: unsupported file type {suffix or '(no suffix)'}")
+    if source_id is not None:
+        image.source_id = source_id
+    return _checked(image)
+
+
+def _checked(image: MedicalImage) -> MedicalImage:
+    array = image.array
+    if array.size == 0 or min(array.shape) == 0:
+        raise ImageReadError(f"{image.source_id}: image has no pixels (shape {array.shape})")
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise ImageReadError(f"{image.source_id}: {bad} of {array.size} values are NaN or infinite")
+    if image.channels not in (1, 3):
+        raise ImageReadError(f"{image.source_id}: expected 1 or 3 channels, got {image.channels}")
+    return image

@@ -1,0 +1,50 @@
+"""NIfTI (.nii, .nii.gz) through nibabel, and NumPy .npy arrays."""
+
+from pathlib import Path
+
+import numpy as np
+
+from medfound.errors import ImageReadError
+from medfound.io.image import MedicalImage
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def read_nifti(path: Path) -> MedicalImage:
+    """Read a NIfTI file as (1, X, Y, Z) (or (1, X, Y) when it has one slice) with voxel spacing."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        zooms = tuple(float(z) for z in img.header.get_zooms())
+    except Exception as exc:  # nibabel raises many types for bad files
+        raise ImageReadError(f"{path}: not a readable NIfTI file ({exc})") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim not in (2, 3):
+        raise ImageReadError(f"{path}: expected a 2D or 3D NIfTI image, got shape {data.shape}")
+    spacing = zooms[: data.ndim]
+    if data.ndim == 3 and data.shape[2] == 1:  # a single slice is a 2D image
+        data, spacing = data[..., 0], spacing[:2]
+    return MedicalImage(
+        array=data[None], source_id=str(path), spacing=spacing, meta={"format": "NIFTI"}
+    )
+
+
+def read_npy(path: Path) -> MedicalImage:
+    """Read a .npy array: (H, W), (X, Y, Z) single channel, or channels-first (C, H, W) with C 1 or 3."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ImageReadError(f"{path}: not a readable .npy array ({exc})") from exc
+    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+        raise ImageReadError(f"{path}: .npy array has non-real dtype {data.dtype}")
+    data = data.astype(np.float32)
+    if data.ndim == 3 and data.shape[0] in (1, 3):
+        array = data
+    elif data.ndim in (2, 3):
+        array = data[None]
+    else:
+        raise ImageReadError(f"{path}: expected a 2D or 3D array, got shape {data.shape}")
+    return MedicalImage(array=array, source_id=str(path), meta={"format": "NPY"})

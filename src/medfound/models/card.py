@@ -1,0 +1,60 @@
+"""The model card: everything a user must know to feed a model and trust its output."""
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """One named model.
+
+    Inputs are always in [0, 1] (what the presets produce); `input_mean`/`input_std` say how the model
+    wrapper normalises them before the network ((x - mean) / std; mean = std = 0.5 maps to [-1, 1],
+    None leaves [0, 1] as it is). Converted checkpoints can record a different contract in their file.
+    """
+
+    name: str
+    family: str  # "bit", "genesis", "timm" or "monai": which builder makes the network
+    architecture: str  # the builder's own name for the network (e.g. timm's "resnetv2_50x1_bit")
+    modality: str
+    spatial_dims: int
+    in_channels: int
+    input_size: int | tuple[int, ...]
+    embedding_dim: int
+    preset: str
+    description: str
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
+    weights_source: str = "none published: train your own (medfound pretrain) or pass --weights"
+    licence: str = ""
+    feature_layout: str = "(C, H, W) per image; C = embedding_dim"
+
+    @property
+    def input_contract(self) -> str:
+        """A one-line description of the expected input range and the in-model scaling."""
+        if self.input_mean is None:
+            scaling = "fed to the network as is"
+        elif set(self.input_mean) == {0.5} and set(self.input_std or ()) == {0.5}:
+            scaling = "mapped to [-1, 1] (2x - 1) by medfound before the network"
+        else:
+            scaling = f"normalised with mean {self.input_mean}, std {self.input_std} by medfound"
+        return f"[0, 1] {'RGB' if self.in_channels == 3 else 'grayscale'}, {scaling}"
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form, with the derived input contract, for files and metadata."""
+        return {**dataclasses.asdict(self), "input_contract": self.input_contract}
+
+    def to_json(self) -> str:
+        """The card as compact JSON (what exported files carry as metadata)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelCard":
+        """Inverse of to_dict; derived and unknown keys are dropped, tuples restored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for key in ("input_size", "input_mean", "input_std"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)

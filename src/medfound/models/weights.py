@@ -1,0 +1,180 @@
+"""Reading and writing weight files, with strict matching against the model.
+
+Formats read: safetensors (medfound's own, with the card in its metadata), PyTorch files (loaded with
+`weights_only=True`, optionally nested under 'state_dict' / 'model'), and original BiT .npz files.
+Nothing is ever left at random initialisation silently: any missing, unexpected or mis-shaped key is an
+error that names the file and the first offending keys.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medfound.errors import WeightsError
+from medfound.models import bit_names
+
+log = logging.getLogger(__name__)
+
+CARD_KEY = "medfound_card"
+# Classifier heads a checkpoint may carry that an embedding model does not have: reported, not loaded.
+_HEAD_PREFIXES = ("head.", "fc.", "classifier.", "class_layers.")
+_SHOWN = 8
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state(path: Path, network: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors of a weight file keyed as `network` names them, and the file's metadata."""
+    if not path.exists():
+        raise WeightsError(f"{path}: weight file not found")
+    if path.is_dir():
+        raise WeightsError(
+            f"{path}: is a directory; TensorFlow SavedModels must first be converted "
+            "(`medfound convert remedis`)"
+        )
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            return _read_safetensors(path)
+        if suffix == ".npz":
+            return _read_bit_npz(path, network), {}
+        if suffix in (".pt", ".pth", ".bin", ".ckpt", ".tar"):
+            return _read_torch(path), {}
+    except WeightsError:
+        raise
+    except Exception as exc:
+        raise WeightsError(f"{path}: unreadable weight file ({type(exc).__name__}: {exc})") from exc
+    raise WeightsError(
+        f"{path}: unknown weight format {suffix!r}; use .safetensors, .pt/.pth or a BiT .npz"
+    )
+
+
+def _read_safetensors(path: Path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = fh.metadata() or {}
+        state = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (not a dict)
+    return state, metadata
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: holds no state dict of tensors")
+    return obj
+
+
+def _read_bit_npz(path: Path, network: nn.Module) -> dict[str, torch.Tensor]:
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    try:
+        prefix = bit_names.find_bit_prefix(list(arrays))
+    except KeyError as exc:
+        raise WeightsError(f"{path}: {exc.args[0]}") from exc
+    state, used = {}, set()
+    for key in network.state_dict():
+        name = prefix + bit_names.bit_name(key)
+        if name in arrays:
+            state[key] = torch.from_numpy(bit_names.hwio_to_oihw(arrays[name]))
+            used.add(name)
+    leftover = sorted(set(arrays) - used)
+    heads = [n for n in leftover if n.startswith(prefix + "head/")]
+    if heads:
+        log.info("%s: classifier head %s not loaded (embedding model)", path, heads)
+    state.update({f"unmapped:{n}": torch.from_numpy(arrays[n]) for n in leftover if n not in heads})
+    return state
+
+
+def _strip_common_prefix(state: dict, expected: set[str]) -> dict:
+    """Drop a wrapper prefix (DataParallel's 'module.', 'network.', 'backbone.') if that fits."""
+    for prefix in ("module.", "network.", "backbone.", "encoder."):
+        if state and all(k.startswith(prefix) for k in state):
+            stripped = {k[len(prefix) :]: v for k, v in state.items()}
+            if set(stripped) & expected:
+                return _strip_common_prefix(stripped, expected)
+    return state
+
+
+def load_state(network: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy `state` into `network`, refusing any mismatch with a message naming keys and file."""
+    expected = network.state_dict()
+    state = _strip_common_prefix(state, set(expected))
+    ignored = sorted(k for k in state if k not in expected and k.startswith(_HEAD_PREFIXES))
+    if ignored:
+        log.info("%s: classifier keys not loaded (embedding model): %s", path, ignored[:_SHOWN])
+    missing = [k for k in expected if k not in state]
+    unexpected = sorted(k for k in state if k not in expected and k not in ignored)
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)):
+        if keys:
+            more = f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:_SHOWN])}{more}")
+    if problems:
+        raise WeightsError(
+            f"{path}: weights do not match the model ({len(expected)} tensors expected): "
+            + "; ".join(problems)
+        )
+    with torch.no_grad():
+        for key, value in expected.items():
+            value.copy_(state[key].to(value.dtype))
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) then rename onto `path`: a crash never leaves a partial file there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_safetensors(network: nn.Module, path: Path, card_json: str, extra: dict | None = None):
+    """Write `network`'s weights as safetensors with the model card (JSON) in the metadata."""
+    from safetensors.torch import save_file
+
+    from medfound import __version__
+
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    metadata = {CARD_KEY: card_json, "medfound_version": __version__, **(extra or {})}
+    atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def card_from_metadata(metadata: dict[str, str]) -> dict | None:
+    """The card a medfound safetensors file carries, as a dict, or None."""
+    raw = metadata.get(CARD_KEY)
+    return json.loads(raw) if raw else None

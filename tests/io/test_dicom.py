@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+
+from medfound.errors import ImageReadError
+from medfound.io import read_image
+from medfound.io.dicom import read_dicom_series
+from tests.factories import PHI, write_dicom
+
+
+def test_ct_rescale_gives_hounsfield_units(tmp_path):
+    stored = np.array([[0, 1024], [2024, 3024]], dtype=np.uint16)
+    path = write_dicom(
+        tmp_path / "ct.dcm", stored, RescaleSlope=1, RescaleIntercept=-1024, PixelSpacing=[0.7, 0.8]
+    )
+    image = read_image(path)
+    np.testing.assert_array_equal(image.array[0], [[-1024, 0], [1000, 2000]])
+    assert image.modality == "CT"
+    assert image.spacing == (0.7, 0.8)
+    assert image.value_range is None  # CT is windowed by the preset, not by the file
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    stored = np.array([[0, 4095]], dtype=np.uint16)
+    path = write_dicom(
+        tmp_path / "m1.dcm", stored, modality="CR", photometric="MONOCHROME1", bits=12
+    )
+    image = read_image(path)
+    assert image.value_range == (0.0, 4095.0)
+    np.testing.assert_array_equal(image.array[0], [[4095, 0]])
+
+
+def test_radiograph_window_is_applied(tmp_path):
+    stored = np.array([[0, 1000, 2000, 3000, 4000]], dtype=np.uint16)
+    path = write_dicom(
+        tmp_path / "dx.dcm", stored, modality="DX", bits=12, WindowCenter=2000, WindowWidth=2000
+    )
+    values = read_image(path).array[0, 0]
+    # below the window -> black, above -> white, the centre -> mid-grey, monotonic between
+    assert values[0] == values[1] == 0.0
+    assert values[-1] == 4095.0
+    assert np.all(np.diff(values) >= 0)
+    assert abs(values[2] - 4095 / 2) < 4095 * 0.01
+
+
+def test_multiframe_dicom_is_a_volume(tmp_path):
+    frames = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
+    path = write_dicom(
+        tmp_path / "mf.dcm", frames, modality="MR", PixelSpacing=[1.0, 1.0], SliceThickness=2.5
+    )
+    image = read_image(path)
+    assert image.array.shape == (1, 4, 5, 3)
+    assert image.spacing == (1.0, 1.0, 2.5)
+    np.testing.assert_array_equal(image.array[0, :, :, 1], frames[1])
+
+
+def test_series_is_stacked_along_the_slice_normal(tmp_path):
+    from pydicom.uid import generate_uid
+
+    series = generate_uid()
+    paths = []
+    for i, z in enumerate([5.0, -5.0, 0.0]):  # written out of order
+        paths.append(
+            write_dicom(
+                tmp_path / f"s{i}.dcm",
+                np.full((4, 4), 100 * (i + 1), np.uint16),
+                SeriesInstanceUID=series,
+                ImagePositionPatient=[0, 0, z],
+                ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+                PixelSpacing=[0.5, 0.5],
+                RescaleSlope=1,
+                RescaleIntercept=0,
+            )
+        )
+    image = read_dicom_series(paths, "series")
+    assert image.array.shape == (1, 4, 4, 3)
+    assert image.array[0, 0, 0].tolist() == [200, 300, 100]  # z = -5, 0, 5
+    assert image.spacing == (0.5, 0.5, 5.0)
+
+
+def test_no_patient_attribute_in_metadata(tmp_path):
+    image = read_image(write_dicom(tmp_path / "p.dcm", np.zeros((4, 4), np.uint16)))
+    text = repr(image.meta) + image.source_id
+    for value in PHI.values():
+        assert value not in text
+    assert "#" in image.source_id  # identified by path + SOPInstanceUID
+
+
+def test_text_file_named_dcm(tmp_path):
+    (tmp_path / "fake.dcm").write_text("this is not dicom\n" * 20)
+    with pytest.raises(ImageReadError, match=r"fake\.dcm: not a DICOM file"):
+        read_image(tmp_path / "fake.dcm")
+
+
+def test_compressed_without_decoder_names_the_package(tmp_path):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    path = write_dicom(tmp_path / "j2k.dcm", np.zeros((4, 4), np.uint16))
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 30])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(ImageReadError, match=r"JPEG 2000.*install one: .*pylibjpeg"):
+        read_image(path)

@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from medfound.errors import ConfigError, ImageReadError
+from medfound.io import MedicalImage, get_preset, preprocess
+from medfound.io.presets import PRESETS, resolve_auto, to_unit_range
+
+
+def _image(array, **kw):
+    return MedicalImage(array=np.asarray(array, np.float32), source_id="x", **kw)
+
+
+def _run(image, preset, channels=3, dims=2, native=8):
+    return preprocess(image, preset, spatial_dims=dims, channels=channels, native_size=native)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_gives_unit_range_and_model_shape(name):
+    rng = np.random.default_rng(1)
+    image = _image(rng.uniform(-2000, 3000, (1, 20, 30)), value_range=(0.0, 4095.0))
+    out = _run(image, get_preset(name, size=16))
+    assert out.shape == (3, 16, 16)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert float(out.std()) > 0
+
+
+def test_ct_window_maps_hu():
+    image = _image([[[-2000, -1000, 0, 1000, 3000]]], modality="CT")
+    unit = to_unit_range(image, PRESETS["ct"])
+    np.testing.assert_allclose(unit[0, 0], [0, 0, 0.5, 1, 1])
+
+
+def test_mri_percentiles_are_per_scan():
+    image = _image(np.arange(1000).reshape(1, 10, 100))
+    unit = to_unit_range(image, get_preset("mri", percentiles=(0.0, 100.0)))
+    assert unit.min() == 0.0 and unit.max() == 1.0
+    scaled = to_unit_range(_image(np.arange(1000).reshape(1, 10, 100) * 7 + 3), PRESETS["mri"])
+    np.testing.assert_allclose(scaled, to_unit_range(image, PRESETS["mri"]), atol=1e-6)
+
+
+def test_cxr_makes_gray_three_channels_and_path_keeps_colour():
+    rgb = _image(
+        np.stack([np.full((4, 4), 255.0), np.zeros((4, 4)), np.zeros((4, 4))]), value_range=(0, 255)
+    )
+    gray = _run(rgb, get_preset("cxr", size=4))
+    assert gray.shape == (3, 4, 4) and np.allclose(gray[0], gray[1]) and np.allclose(gray[0], 0.299)
+    colour = _run(rgb, get_preset("path", size=4))
+    assert colour[:, 0, 0].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_one_channel_model_gets_luminance():
+    rgb = _image(np.full((3, 4, 4), 255.0), value_range=(0, 255))
+    assert _run(rgb, get_preset("path", size=4), channels=1).shape == (1, 4, 4)
+
+
+def test_crop_fit_keeps_aspect():
+    left_half_bright = np.zeros((1, 10, 40))
+    left_half_bright[..., :20] = 1
+    out = _run(_image(left_half_bright, value_range=(0, 1)), get_preset("cxr", size=10, fit="crop"))
+    assert out.shape == (3, 10, 10)
+    assert float(out[0, :, :4].mean()) == pytest.approx(1.0) and float(out[0, :, -4:].mean()) == 0.0
+
+
+def test_auto_picks_by_modality():
+    auto = get_preset("auto")
+    assert resolve_auto(auto, _image(np.zeros((1, 2, 2)), modality="CT")).name == "auto:ct"
+    assert resolve_auto(auto, _image(np.zeros((1, 2, 2)), modality="MR")).name == "auto:mri"
+    assert resolve_auto(auto, _image(np.zeros((3, 2, 2)))).name == "auto:path"
+    assert resolve_auto(auto, _image(np.zeros((1, 2, 2)))).name == "auto:cxr"
+
+
+def test_3d_volume_resized_to_native_shape():
+    out = _run(
+        _image(np.zeros((1, 20, 20, 10))), PRESETS["ct"], channels=1, dims=3, native=(8, 8, 4)
+    )
+    assert out.shape == (1, 8, 8, 4)
+
+
+def test_dimension_mismatch_is_an_image_error():
+    with pytest.raises(ImageReadError, match="3D volume .* 2D image input"):
+        _run(_image(np.zeros((1, 4, 4, 4))), PRESETS["cxr"])
+
+
+def test_bad_preset_fields_are_named():
+    with pytest.raises(ConfigError, match="unknown preset 'xray'"):
+        get_preset("xray")
+    with pytest.raises(ConfigError, match="unknown field 'sise'"):
+        get_preset("cxr", sise=3)
+    with pytest.raises(ConfigError, match="'intensity'"):
+        get_preset("cxr", intensity="log")
