@@ -77,7 +77,7 @@ def test_3d_volume_resized_to_native_shape():
 
 
 def test_dimension_mismatch_is_an_image_error():
-    with pytest.raises(ImageReadError, match="3D volume .* 2D image input"):
+    with pytest.raises(ImageReadError, match=r"3D volume .* 2D image input"):
         _run(_image(np.zeros((1, 4, 4, 4))), PRESETS["cxr"])
 
 

@@ -73,5 +73,5 @@ def test_empty_and_missing_files(tmp_path):
 
 def test_unsupported_suffix(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(ImageReadError, match="unsupported file type .txt"):
+    with pytest.raises(ImageReadError, match=r"unsupported file type \.txt"):
         read_image(tmp_path / "notes.txt")

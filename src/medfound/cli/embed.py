@@ -25,6 +25,7 @@ def embed_command(
     image_size: int | None = typer.Option(None, "--image-size", help="Override the input side"),
     precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 (autocast)"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model"),
+    chunk_rows: int = typer.Option(256, "--chunk-rows", help="Rows per crash-safe chunk on disk"),
 ) -> None:
     """Embed images with a foundation model into a Parquet file, one row per image."""
     from medfound.tasks.embed import EmbedOptions, embed
@@ -38,6 +39,7 @@ def embed_command(
         image_size=image_size,
         precision=precision,
         compile=compile,
+        chunk_rows=chunk_rows,
     )
     summary = embed(
         [str(p) for p in inputs],

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import torch
+
 from medfound.errors import ConfigError, WeightsError
 from medfound.models.backbones import build_model
 from medfound.models.card import ModelCard
@@ -26,14 +28,18 @@ def load_model(
     *,
     random_init: bool = False,
     device: str = "cpu",
+    seed: int = 0,
 ) -> FoundationModel:
     """Build model `name` and load `weights` into it, in eval mode.
 
     Weights come only from a local file (safetensors, a PyTorch file, or a BiT .npz). Without weights
     the call fails unless `random_init=True` is asked for explicitly; the model then records that.
+    Initialisation is seeded (`seed`), so a random-init model is the same in every run and rank.
     """
     card = get_card(name)
-    model = build_model(card)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(card)
     if weights is None:
         if not random_init:
             raise WeightsError(
