@@ -23,6 +23,7 @@ from medfound.models import bit_names
 log = logging.getLogger(__name__)
 
 CARD_KEY = "medfound_card"
+EXTRA_PREFIX = "extra/"
 # Classifier heads a checkpoint may carry that an embedding model does not have: reported, not loaded.
 _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "class_layers.")
 _SHOWN = 8
@@ -68,7 +69,9 @@ def _read_safetensors(path: Path):
 
     with safe_open(str(path), framework="pt") as fh:
         metadata = fh.metadata() or {}
-        state = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (not a dict)
+        # extra/ tensors (e.g. projection heads) ride along in the file but are not the network's
+        keys = [key for key in fh.keys() if not key.startswith(EXTRA_PREFIX)]  # noqa: SIM118
+        state = {key: fh.get_tensor(key) for key in keys}
     return state, metadata
 
 
@@ -163,13 +166,24 @@ def _umask() -> int:
     return mask
 
 
-def save_safetensors(network: nn.Module, path: Path, card_json: str, extra: dict | None = None):
-    """Write `network`'s weights as safetensors with the model card (JSON) in the metadata."""
+def save_safetensors(
+    network: nn.Module,
+    path: Path,
+    card_json: str,
+    extra: dict | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+):
+    """Write `network`'s weights as safetensors with the model card (JSON) in the metadata.
+
+    `extra_tensors` (keys starting with `extra/`, e.g. a converted projection head) are stored in
+    the file for fine-tuning code to find, and skipped when the network is loaded.
+    """
     from safetensors.torch import save_file
 
     from medfound import __version__
 
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    state.update(extra_tensors or {})
     metadata = {CARD_KEY: card_json, "medfound_version": __version__, **(extra or {})}
     atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=metadata))
 

@@ -189,7 +189,10 @@ class _Runner:
         forward = model if options.pool == "avg" else model.forward_features
         self.compiled = options.compile
         if options.compile:
-            forward = torch.compile(forward)
+            # On CPU, max-autotune adds inductor's C++ GEMM templates: 0.83 of the GEMM rate for
+            # BiT-R50x1 at 448 here, against 0.77 for the default mode (at a longer compile).
+            mode = "max-autotune" if device.type == "cpu" else None
+            forward = torch.compile(forward, mode=mode, dynamic=False)
         self.forward = forward
         self.autocast = options.precision == "bf16"
 
@@ -207,8 +210,13 @@ class _Runner:
             if self.autocast
             else contextlib.nullcontext()
         )
-        freezing = _inductor_freezing() if self.compiled else contextlib.nullcontext()
-        with torch.inference_mode(), autocast, freezing:
+        if self.compiled:
+            # Freezing (weights folded as constants) applies under no_grad, not inference_mode:
+            # measured here, 0.78 vs 0.70 of the GEMM rate for BiT-R50x1 at 448.
+            grad_mode, freezing = torch.no_grad(), _inductor_freezing()
+        else:
+            grad_mode, freezing = torch.inference_mode(), contextlib.nullcontext()
+        with grad_mode, autocast, freezing:
             out = self.forward(batch)
         return out[:n].float().cpu()
 

@@ -1,0 +1,31 @@
+"""`medfound convert remedis SRC --out FILE.safetensors [--model NAME]`."""
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from medfound.cli.errors import handles_errors
+
+app = typer.Typer(help="Convert released checkpoints into medfound weight files.")
+console = Console(stderr=True)
+
+
+@app.command("remedis")
+@handles_errors
+def remedis(
+    src: Path = typer.Argument(..., help="SavedModel directory (saved_model.pb + variables/)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file"),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name [SRC's folder name]"),
+    network_input: str = typer.Option(
+        "auto",
+        "--network-input",
+        help="Range the network consumes: auto (decided by running the SavedModel when TensorFlow "
+        "is installed, else symmetric), symmetric ([-1, 1]) or unit ([0, 1])",
+    ),
+) -> None:
+    """Convert a REMEDIS / BiT TensorFlow SavedModel, without TensorFlow."""
+    from medfound.convert.remedis import convert_remedis
+
+    card = convert_remedis(src, out, model=model, network_input=network_input)
+    console.print(f"wrote {out} ({card.name}, input {card.input_contract})")

@@ -1,0 +1,1 @@
+"""Readers of foreign checkpoints (TensorFlow SavedModels, SimCLR, Genesis) -> medfound weights."""
