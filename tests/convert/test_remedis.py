@@ -141,3 +141,18 @@ def test_savedmodel_directory_as_weights_is_converted_once(tmp_path, object_mode
     assert first.weights_sha256 == second.weights_sha256
     x = torch.rand(1, 3, 224, 224)
     torch.testing.assert_close(first.embed(x), second.embed(x))
+
+
+def test_convert_command(tmp_path, object_model):
+    from typer.testing import CliRunner
+
+    from medfound.cli.main import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli.safetensors"
+    args = ["convert", "remedis", str(object_model), "-o", str(out), "--network-input", "symmetric"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert out.exists() and "cxr-50x1-remedis-m" in result.output
+    bad = runner.invoke(app, ["convert", "remedis", str(tmp_path), "-o", str(out)])
+    assert bad.exit_code == 2 and "not a SavedModel directory" in bad.output

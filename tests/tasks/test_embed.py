@@ -210,6 +210,22 @@ def _cli(*args):
     return [sys.executable, "-m", "medfound.cli.main", *args]
 
 
+def _embed_args(folder, out, *options):
+    """`medfound embed` arguments for the tiny random-init model at 32 px."""
+    return [
+        "embed",
+        str(folder),
+        "-m",
+        TINY,
+        "--random-init",
+        "-o",
+        str(out),
+        "--image-size",
+        "32",
+        *options,
+    ]
+
+
 def test_sigkill_mid_run_then_resume(tmp_path):
     image_folder(tmp_path / "imgs", n=24, size=64)
     out = tmp_path / "k.parquet"
@@ -253,19 +269,7 @@ def test_cli_exit_code_and_summary_when_files_are_skipped(tmp_path):
     (tmp_path / "imgs" / "bad.png").write_bytes(b"nope")
     out = tmp_path / "c.parquet"
     result = subprocess.run(
-        _cli(
-            "embed",
-            str(tmp_path / "imgs"),
-            "-m",
-            TINY,
-            "--random-init",
-            "-o",
-            str(out),
-            "--workers",
-            "1",
-            "--image-size",
-            "32",
-        ),
+        _cli(*_embed_args(tmp_path / "imgs", out, "--workers", "1")),
         capture_output=True,
         text=True,
         timeout=300,
@@ -290,19 +294,7 @@ def test_torchrun_two_ranks_shard_and_merge(tmp_path):
             "29533",
             "-m",
             "medfound.cli.main",
-            "embed",
-            str(tmp_path / "imgs"),
-            "-m",
-            TINY,
-            "--random-init",
-            "-o",
-            str(out),
-            "--workers",
-            "0",
-            "--image-size",
-            "32",
-            "--device",
-            "cpu",
+            *_embed_args(tmp_path / "imgs", out, "--workers", "0", "--device", "cpu"),
         ],
         capture_output=True,
         text=True,

@@ -53,56 +53,55 @@ def get_card(name: str) -> ModelCard:
     )
 
 
-def _bit_arch(width: str) -> tuple[str, int]:
-    return {"50x1": ("resnetv2_50x1_bit", 2048), "152x2": ("resnetv2_152x2_bit", 4096)}[width]
+def _bit_card(name: str, width: str, **fields) -> ModelCard:
+    """A BiT ResNet-v2 card: 2D, RGB, [0, 1] mapped to [-1, 1] (BiT's native range)."""
+    architecture, dim = {
+        "50x1": ("resnetv2_50x1_bit", 2048),
+        "152x2": ("resnetv2_152x2_bit", 4096),
+    }[width]
+    return ModelCard(
+        name=name,
+        family="bit",
+        architecture=architecture,
+        spatial_dims=2,
+        in_channels=3,
+        embedding_dim=dim,
+        input_mean=_HALF,
+        input_std=_HALF,
+        **fields,
+    )
 
 
-for _modality, _size, _preset, _what in (
-    ("cxr", 448, "cxr", "chest X-ray"),
-    ("path", 224, "path", "pathology"),
-):
+_DATA = {"s": "ImageNet-1k", "m": "ImageNet-21k"}
+for _modality, _size, _what in (("cxr", 448, "chest X-ray"), ("path", 224, "pathology")):
     for _width in ("50x1", "152x2"):
-        for _init, _data in (("s", "ImageNet-1k"), ("m", "ImageNet-21k")):
-            _arch, _dim = _bit_arch(_width)
+        for _init in ("s", "m"):
             register(
-                ModelCard(
-                    name=f"{_modality}-{_width}-remedis-{_init}",
-                    family="bit",
-                    architecture=_arch,
+                _bit_card(
+                    f"{_modality}-{_width}-remedis-{_init}",
+                    _width,
                     modality=_what,
-                    spatial_dims=2,
-                    in_channels=3,
                     input_size=_size,
-                    embedding_dim=_dim,
-                    preset=_preset,
+                    preset=_modality,
                     description=(
-                        f"REMEDIS: BiT-{_init.upper()} ResNet-v2 {_width} ({_data} supervised), then "
-                        f"SimCLR-pretrained on unlabeled {_what} images"
+                        f"REMEDIS: BiT-{_init.upper()} ResNet-v2 {_width} ({_DATA[_init]} "
+                        f"supervised), then SimCLR-pretrained on unlabeled {_what} images"
                     ),
-                    input_mean=_HALF,
-                    input_std=_HALF,
                     weights_source=_REMEDIS_SOURCE,
                     licence=_REMEDIS_LICENCE,
                 )
             )
 
-for _init, _data in (("s", "ImageNet-1k"), ("m", "ImageNet-21k")):
+for _init in ("s", "m"):
     for _width in ("50x1", "152x2"):
-        _arch, _dim = _bit_arch(_width)
         register(
-            ModelCard(
-                name=f"bit-{_init}-r{_width}",
-                family="bit",
-                architecture=_arch,
+            _bit_card(
+                f"bit-{_init}-r{_width}",
+                _width,
                 modality="natural images",
-                spatial_dims=2,
-                in_channels=3,
                 input_size=224,
-                embedding_dim=_dim,
                 preset="path",
-                description=f"BiT-{_init.upper()} ResNet-v2 {_width}, supervised on {_data}",
-                input_mean=_HALF,
-                input_std=_HALF,
+                description=f"BiT-{_init.upper()} ResNet-v2 {_width}, supervised on {_DATA[_init]}",
                 weights_source=_BIT_SOURCE.format(s=_init.upper(), arch=_width),
                 licence="Apache-2.0",
             )
