@@ -85,24 +85,41 @@ def test_input_contract_is_detected_and_recorded(tmp_path, object_model, graph_m
     assert metadata["network_input_source"].startswith("measured against TensorFlow")
 
 
-def test_converts_without_tensorflow(tmp_path, object_model):
-    out = tmp_path / "n.safetensors"
+def test_converts_without_tensorflow_and_reads_the_range_off_the_graph(
+    tmp_path, object_model, graph_model
+):
+    scaled, passed_on = tmp_path / "scaled.safetensors", tmp_path / "passed_on.safetensors"
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"  # any import of tensorflow now fails
         "from medfound.convert.remedis import convert_remedis\n"
-        f"convert_remedis({str(object_model)!r}, {str(out)!r})\n"
+        f"convert_remedis({str(object_model)!r}, {str(scaled)!r})\n"
+        f"convert_remedis({str(graph_model)!r}, {str(passed_on)!r}, model='bit-s-r50x1')\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    with safe_open(str(out), "pt") as fh:
-        metadata = fh.metadata()
-    assert metadata["network_input"] == "symmetric"
-    assert metadata["network_input_source"].startswith("assumed")
+    for path, expected in ((scaled, "symmetric"), (passed_on, "unit")):
+        with safe_open(str(path), "pt") as fh:
+            metadata = fh.metadata()
+        assert metadata["network_input"] == expected
+        assert metadata["network_input_source"].startswith("read from the SavedModel graph")
     x = np.random.default_rng(1).uniform(0, 1, (1, 224, 224, 3)).astype(np.float32)
-    ours = load_model("cxr-50x1-remedis-m", out).embed(torch.from_numpy(x).permute(0, 3, 1, 2))
+    ours = load_model("cxr-50x1-remedis-m", scaled).embed(torch.from_numpy(x).permute(0, 3, 1, 2))
     _assert_close(ours, savedmodel_embedding(object_model, x))
+    ours = load_model("bit-s-r50x1", passed_on).embed(torch.from_numpy(x).permute(0, 3, 1, 2))
+    _assert_close(ours, savedmodel_embedding(graph_model, x))
+
+
+def test_graph_probe_reads_any_affine_input_transform(tmp_path, values):
+    from medfound.convert.graph_probe import probe_input_transform
+
+    tf_bit.save_object_based(
+        tmp_path / "imagenet", values, scale_inputs=False, input_scale=(4.0, -0.5)
+    )
+    transform = probe_input_transform(tmp_path / "imagenet")
+    assert transform is not None and transform.network_input() is None
+    np.testing.assert_allclose([transform.scale[0], transform.shift[0]], [4.0, -0.5])
 
 
 def test_wrong_model_size_is_refused(tmp_path, object_model):

@@ -59,7 +59,9 @@ def random_values(specs, seed: int = 0) -> dict[str, np.ndarray]:
     return values
 
 
-def bit_forward(tf, v, x, prefix: str = "resnet/", depth: int = 50, scale_inputs: bool = False):
+def bit_forward(
+    tf, v, x, prefix: str = "resnet/", depth: int = 50, scale_inputs: bool = False, input_scale=None
+):
     """The BiT forward pass in TensorFlow ops; `v` maps a variable name to its variable."""
 
     def std_conv(h, name, stride=1, pad=0):
@@ -81,6 +83,8 @@ def bit_forward(tf, v, x, prefix: str = "resnet/", depth: int = 50, scale_inputs
 
     if scale_inputs:
         x = x * 2.0 - 1.0
+    if input_scale is not None:  # any other affine step, x * a + b
+        x = x * input_scale[0] + input_scale[1]
     h = std_conv(x, f"{prefix}root_block/standardized_conv2d/kernel", stride=2, pad=3)
     h = tf.pad(h, [[0, 0], [1, 1], [1, 1], [0, 0]])
     h = tf.nn.max_pool2d(h, 3, 2, "VALID")
@@ -101,7 +105,9 @@ def bit_forward(tf, v, x, prefix: str = "resnet/", depth: int = 50, scale_inputs
     return gn_relu(h, prefix)
 
 
-def save_object_based(path, values, scale_inputs=False, extra: dict | None = None):
+def save_object_based(
+    path, values, scale_inputs=False, extra: dict | None = None, input_scale=None
+):
     """tf.saved_model.save of a tf.Module holding the variables in a list (object-path keys)."""
     import tensorflow as tf
 
@@ -115,7 +121,9 @@ def save_object_based(path, values, scale_inputs=False, extra: dict | None = Non
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
         def __call__(self, x):
-            return bit_forward(tf, self.by_name, x, scale_inputs=scale_inputs)
+            return bit_forward(
+                tf, self.by_name, x, scale_inputs=scale_inputs, input_scale=input_scale
+            )
 
     module = Bit()
     tf.saved_model.save(module, str(path))

@@ -6,7 +6,7 @@ from medfound.models import build_model, get_card, list_models, load_model
 from medfound.models.unet3d import UNet3D
 
 REGISTERED = [c.name for c in sorted(list_models(), key=lambda c: c.architecture)]
-GENERIC = ["timm:resnet18", "monai:resnet10", "monai:densenet121"]
+GENERIC = ["timm:resnet18", "monai:resnet10", "monai:densenet121", "simclr:r50x2"]
 _built: dict[str, torch.nn.Module] = {}
 
 

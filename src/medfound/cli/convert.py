@@ -29,3 +29,21 @@ def remedis(
 
     card = convert_remedis(src, out, model=model, network_input=network_input)
     console.print(f"wrote {out} ({card.name}, input {card.input_contract})")
+
+
+@app.command("simclr")
+@handles_errors
+def simclr(
+    src: Path = typer.Argument(
+        ..., help="TF checkpoint prefix (model.ckpt-N) or SavedModel directory"
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file"),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="simclr:r{50,101,152}x{1,2,3,4} [inferred from the checkpoint]"
+    ),
+) -> None:
+    """Convert a SimCLR v1/v2 TensorFlow checkpoint (ResNet-v1 + BatchNorm), without TensorFlow."""
+    from medfound.convert.simclr import convert_simclr
+
+    card = convert_simclr(src, out, model=model)
+    console.print(f"wrote {out} ({card.name}, input {card.input_contract})")

@@ -1,10 +1,10 @@
-"""SavedModel directories given as `--weights`: converted once, cached by content hash."""
+"""TensorFlow SavedModels and checkpoints given as `--weights`: converted once, cached by content hash."""
 
 import hashlib
 import os
 from pathlib import Path
 
-from medfound.convert.savedmodel import variables_prefix
+from medfound.convert.savedmodel import bundle_prefix
 
 
 def cache_dir() -> Path:
@@ -12,11 +12,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MEDFOUND_CACHE", Path.home() / ".cache" / "medfound")) / "converted"
 
 
+def is_tensorflow_checkpoint(path: Path) -> bool:
+    """A SavedModel directory or a TF checkpoint prefix (`model.ckpt-N` beside `model.ckpt-N.index`)."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / "saved_model.pb").exists()
+    return path.with_name(path.name + ".index").exists()
+
+
 def savedmodel_digest(src: Path) -> str:
-    """sha256 over saved_model.pb and every variables file: a changed checkpoint converts anew."""
-    prefix = variables_prefix(src)
+    """sha256 over saved_model.pb (if any) and every bundle file: a changed checkpoint converts anew."""
+    prefix = bundle_prefix(src)
     digest = hashlib.sha256()
-    for path in [src / "saved_model.pb", *sorted(prefix.parent.glob(prefix.name + ".*"))]:
+    graph = [src / "saved_model.pb"] if src.is_dir() else []
+    for path in [*graph, *sorted(prefix.parent.glob(prefix.name + ".*"))]:
         digest.update(path.name.encode())
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -25,11 +34,14 @@ def savedmodel_digest(src: Path) -> str:
 
 
 def converted_weights(src: str | Path, model: str) -> Path:
-    """The medfound weight file for SavedModel `src` as `model`, converting it on first use."""
+    """The medfound weight file for TF checkpoint `src` as `model`, converting it on first use."""
     from medfound.convert.remedis import convert_remedis
+    from medfound.convert.simclr import convert_simclr
+    from medfound.models import get_card
 
     src = Path(src)
     out = cache_dir() / f"{savedmodel_digest(src)[:32]}-{model.replace(':', '_')}.safetensors"
-    if not out.exists():
-        convert_remedis(src, out, model=model)  # written atomically: a crash leaves no entry
+    if not out.exists():  # written atomically: a crash leaves no entry
+        convert = convert_simclr if get_card(model).family == "simclr" else convert_remedis
+        convert(src, out, model=model)
     return out

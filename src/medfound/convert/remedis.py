@@ -116,6 +116,33 @@ def choose_card(src: Path, architecture: str, model: str | None) -> ModelCard:
     return card
 
 
+def _input_from_graph(src: Path, card: ModelCard) -> tuple[str, str, ModelCard]:
+    """Without TensorFlow: read the input transform off saved_model.pb, else assume BiT's [-1, 1]."""
+    from medfound.convert.graph_probe import probe_input_transform
+
+    transform = probe_input_transform(src)
+    if transform is None:
+        source = (
+            "assumed (BiT default; no input transform found in the graph, TensorFlow not installed)"
+        )
+        log.warning("%s: network input range %s", src, source)
+        return "symmetric", source, card
+    scale, shift = np.broadcast_to(transform.scale, 3), np.broadcast_to(transform.shift, 3)
+    source = (
+        f"read from the SavedModel graph: x -> {scale.tolist()} * x + {shift.tolist()} "
+        "before the first convolution"
+    )
+    network_input = transform.network_input()
+    if network_input is None:  # any other affine map, e.g. ImageNet mean/std inside the model
+        card = dataclasses.replace(
+            card,
+            input_mean=tuple(float(v) for v in -shift / scale),
+            input_std=tuple(float(v) for v in 1 / scale),
+        )
+        network_input = "affine"
+    return network_input, source, card
+
+
 def convert_remedis(
     src: str | Path,
     out: str | Path,
@@ -128,8 +155,10 @@ def convert_remedis(
     its [0, 1] images with 2x - 1, as for BiT), "unit" ([0, 1] as is), or "auto": with TensorFlow
     installed, the SavedModel is called as REMEDIS documents it (images in [0, 1]) and the range that
     reproduces its output is chosen, which also cross-checks the conversion: "symmetric" when the
-    SavedModel scales to [-1, 1] inside, "unit" when it passes [0, 1] on. Without TensorFlow, BiT's
-    "symmetric" is assumed. The decision and how it was made are stored in the file's metadata.
+    SavedModel scales to [-1, 1] inside, "unit" when it passes [0, 1] on. Without TensorFlow, the
+    transform before the first convolution is read off saved_model.pb and evaluated (graph_probe);
+    only if none is found is BiT's "symmetric" assumed. The decision and how it was made are stored
+    in the file's metadata.
     """
     from medfound.convert.contract import detect_input_range, tensorflow_available
 
@@ -149,8 +178,7 @@ def convert_remedis(
             network_input, error = detect_input_range(src, converted)
             source = f"measured against TensorFlow (relative error {error:.1e})"
         else:
-            network_input, source = "symmetric", "assumed (BiT default; TensorFlow not installed)"
-            log.warning("%s: network input range %s", src, source)
+            network_input, source, card = _input_from_graph(src, card)
     if network_input == "unit":
         card = dataclasses.replace(card, input_mean=None, input_std=None)
     extras = {

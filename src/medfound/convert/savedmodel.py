@@ -51,6 +51,18 @@ def variables_prefix(src: Path) -> Path:
     return prefix
 
 
+def bundle_prefix(src: Path) -> Path:
+    """The tensor-bundle prefix of a SavedModel directory or of a TF checkpoint (`model.ckpt-N`)."""
+    src = Path(src)
+    if src.is_dir():
+        return variables_prefix(src)
+    if src.with_name(src.name + ".index").exists():
+        return src
+    raise WeightsError(
+        f"{src}: neither a SavedModel directory nor a checkpoint prefix (no {src.name}.index)"
+    )
+
+
 def object_graph_names(serialized: bytes) -> dict[str, str]:
     """{checkpoint_key: full_name} from a serialized TrackableObjectGraph."""
     names = {}
@@ -65,8 +77,8 @@ def object_graph_names(serialized: bytes) -> dict[str, str]:
 
 
 def read_savedmodel_variables(src: Path) -> SavedModelVariables:
-    """Every weight array of the SavedModel at `src`, keyed by its TensorFlow variable name."""
-    bundle = TensorBundle(variables_prefix(src))
+    """Every weight array of a SavedModel directory or TF checkpoint prefix, by TensorFlow name."""
+    bundle = TensorBundle(bundle_prefix(src))
     names: dict[str, str] = {}
     object_based = OBJECT_GRAPH_KEY in bundle.entries
     if object_based:

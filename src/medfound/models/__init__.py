@@ -33,7 +33,8 @@ def load_model(
     """Build model `name` and load `weights` into it, in eval mode.
 
     Weights come only from a local file (safetensors, a PyTorch file, a BiT .npz) or a TensorFlow
-    SavedModel directory (converted on first use, cached by content hash). Without weights
+    SavedModel directory or checkpoint prefix (converted on first use, cached by content hash).
+    Without weights
     the call fails unless `random_init=True` is asked for explicitly; the model then records that.
     Initialisation is seeded (`seed`), so a random-init model is the same in every run and rank.
     """
@@ -52,12 +53,13 @@ def load_model(
     if random_init:
         raise ConfigError("give either weights or random_init, not both")
     path = Path(weights)
-    if path.is_dir() and (path / "saved_model.pb").exists():
-        # A TensorFlow SavedModel (e.g. a REMEDIS download): converted once and cached. Imported
-        # here because convert/ builds on models/, not the other way round.
-        from medfound.convert.cache import converted_weights
+    if path.is_dir() or path.with_name(path.name + ".index").exists():
+        # A TensorFlow SavedModel or checkpoint (a REMEDIS download, a SimCLR release): converted
+        # once and cached. Imported here because convert/ builds on models/, not the other way round.
+        from medfound.convert.cache import converted_weights, is_tensorflow_checkpoint
 
-        path = converted_weights(path, name)
+        if is_tensorflow_checkpoint(path):
+            path = converted_weights(path, name)
     state, metadata = read_state(path, model.network)
     file_card = card_from_metadata(metadata)
     if file_card and file_card.get("architecture") != card.architecture:

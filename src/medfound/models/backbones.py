@@ -10,6 +10,7 @@ from torch import nn
 from medfound.errors import UnknownModelError
 from medfound.models.card import ModelCard
 from medfound.models.foundation import FoundationModel
+from medfound.models.resnet_v1 import parse_architecture, resnet_v1
 from medfound.models.unet3d import UNet3D
 
 
@@ -165,6 +166,9 @@ def build_model(card: ModelCard) -> FoundationModel:
     """A FoundationModel for `card` with freshly initialised weights, in eval mode."""
     if card.family in ("bit", "timm"):
         model: FoundationModel = TimmEncoder(card, _timm_network(card.architecture))
+    elif card.family == "simclr":
+        depth, width = parse_architecture(card.architecture)
+        model = TimmEncoder(card, resnet_v1(depth, width))
     elif card.family == "genesis":
         model = GenesisEncoder(card, UNet3D(in_channels=card.in_channels))
     elif card.family == "monai":

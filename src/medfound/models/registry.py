@@ -47,9 +47,14 @@ def get_card(name: str) -> ModelCard:
         from medfound.models.backbones import monai_card
 
         return monai_card(name)
+    if name.startswith("simclr:"):
+        from medfound.models.resnet_v1 import simclr_card
+
+        return simclr_card(name)
     raise UnknownModelError(
         f"unknown model {name!r}; see `medfound models` for the registered names, "
-        "or use timm:NAME / monai:NAME for any timm model or MONAI 3D ResNet/DenseNet"
+        "or use timm:NAME / monai:NAME for any timm model or MONAI 3D ResNet/DenseNet, "
+        "simclr:r{50,101,152}x{1,2,3,4} for SimCLR's ResNet-v1"
     )
 
 

@@ -44,8 +44,7 @@ def read_state(path: Path, network: nn.Module) -> tuple[dict[str, torch.Tensor],
         raise WeightsError(f"{path}: weight file not found")
     if path.is_dir():
         raise WeightsError(
-            f"{path}: is a directory; TensorFlow SavedModels must first be converted "
-            "(`medfound convert remedis`)"
+            f"{path}: is a directory but not a TensorFlow SavedModel (no saved_model.pb)"
         )
     suffix = path.suffix.lower()
     try:
