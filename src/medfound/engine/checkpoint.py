@@ -1,0 +1,87 @@
+"""Training checkpoints: atomic files holding everything needed to continue exactly.
+
+A checkpoint is `RUN_DIR/checkpoints/step-00001234.pt`, written to a temporary file and renamed, so a
+run killed at any moment (SIGKILL included) leaves only complete checkpoints. It stores what the caller
+passes (model, optimiser, scheduler, step, data position) plus every random-number state (Python,
+NumPy, torch CPU and CUDA), and is read back with `weights_only=True`.
+"""
+
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medfound.errors import WeightsError
+from medfound.models.weights import atomic_write
+
+_NAME = re.compile(r"step-(\d{8})\.pt")
+
+
+def rng_state() -> dict:
+    """Every random-number generator's state, in types `weights_only` loading accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: dict) -> None:
+    """Put every generator back where `rng_state` found it."""
+    random.setstate(_tuples(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint of `step` lives."""
+    return Path(run_dir) / "checkpoints" / f"step-{step:08d}.pt"
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int = 2) -> Path:
+    """Write `state` (plus RNG states) for `step` atomically; keep the newest `keep` checkpoints."""
+    path = checkpoint_path(run_dir, step)
+    payload = {**state, "step": step, "rng": rng_state()}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary files are not listed)."""
+    folder = Path(run_dir) / "checkpoints"
+    found = (
+        [p for p in folder.glob("step-*.pt") if _NAME.fullmatch(p.name)] if folder.is_dir() else []
+    )
+    return sorted(found)
+
+
+def load_checkpoint(path: Path, restore_random: bool = True) -> dict:
+    """Read a checkpoint (weights_only) and, by default, restore the random-number states."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if restore_random:
+        restore_rng(state["rng"])
+    return state
