@@ -1,6 +1,3 @@
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +5,7 @@ import pytest
 import torch
 
 from medfound.methods.nt_xent import nt_xent
+from tests.distributed import torchrun
 from tests.methods.nt_xent_ranks import model_and_data
 
 
@@ -52,31 +50,8 @@ def test_accuracy_and_entropy():
     assert nt_xent(torch.ones(8, 4), 0.1).entropy.item() == pytest.approx(np.log(4), rel=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_ranks_equal_one_process_with_the_whole_batch(tmp_path):
-    script = Path(__file__).with_name("nt_xent_ranks.py")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(_free_port()),
-            str(script),
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).parents[2],
-    )
+    result = torchrun(str(Path(__file__).with_name("nt_xent_ranks.py")), str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-3000:]
     model, data = model_and_data()
     loss = nt_xent(model(data), 0.2).loss

@@ -13,6 +13,7 @@ import pytest
 from medfound.errors import ConfigError
 from medfound.tasks import embed as embed_module
 from medfound.tasks.embed import EmbedOptions, embed
+from tests.distributed import torchrun
 from tests.factories import PHI, image_folder, write_dicom, write_nifti
 
 TINY = "timm:resnet18"
@@ -283,22 +284,10 @@ def test_cli_exit_code_and_summary_when_files_are_skipped(tmp_path):
 def test_torchrun_two_ranks_shard_and_merge(tmp_path):
     image_folder(tmp_path / "imgs", n=5)
     out = tmp_path / "d.parquet"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29533",
-            "-m",
-            "medfound.cli.main",
-            *_embed_args(tmp_path / "imgs", out, "--workers", "0", "--device", "cpu"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = torchrun(
+        "-m",
+        "medfound.cli.main",
+        *_embed_args(tmp_path / "imgs", out, "--workers", "0", "--device", "cpu"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = _table(out)
