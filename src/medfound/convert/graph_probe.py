@@ -47,9 +47,9 @@ class InputTransform:
         return None
 
 
-def _nodes_of(body: dict) -> dict[str, dict]:
+def _nodes_of(body: dict, field: int) -> dict[str, dict]:
     nodes = {}
-    for raw in body.get(_FUNCTION_NODE if _FUNCTION_NODE in body else _GRAPH_NODE, []):
+    for raw in body.get(field, []):
         node = pw.decode(raw)
         nodes[pw.first(node, _NODE_NAME, b"").decode()] = node
     return nodes
@@ -137,7 +137,7 @@ def _trace(
 def _bodies(saved_model: dict):
     for raw_meta in saved_model.get(_SAVED_MODEL_META_GRAPHS, []):
         graph = pw.decode(pw.first(pw.decode(raw_meta), _META_GRAPH_GRAPH_DEF, b""))
-        yield graph, set()
+        yield graph, _GRAPH_NODE, set()
         library = pw.decode(pw.first(graph, _GRAPH_LIBRARY, b""))
         for raw_function in library.get(_LIBRARY_FUNCTION, []):
             function = pw.decode(raw_function)
@@ -146,7 +146,7 @@ def _bodies(saved_model: dict):
                 pw.first(pw.decode(arg), _ARG_NAME, b"").decode()
                 for arg in signature.get(_OPDEF_INPUT_ARG, [])
             }
-            yield function, args
+            yield function, _FUNCTION_NODE, args
 
 
 def probe_input_transform(src: Path) -> InputTransform | None:
@@ -154,8 +154,8 @@ def probe_input_transform(src: Path) -> InputTransform | None:
     try:
         saved_model = pw.decode((Path(src) / "saved_model.pb").read_bytes())
         found = []
-        for body, args in _bodies(saved_model):
-            nodes = _nodes_of(body)
+        for body, node_field, args in _bodies(saved_model):
+            nodes = _nodes_of(body, node_field)
             for node in nodes.values():
                 if pw.first(node, _NODE_OP) != b"Conv2D":
                     continue
