@@ -23,3 +23,9 @@ class UnknownModelError(MedfoundError):
 
 class MissingDependencyError(MedfoundError):
     """An optional package that this feature needs is not installed."""
+
+
+def first_items(items: list[str], limit: int = 8, sep: str = ", ") -> str:
+    """The first `limit` items joined, with '(+N more)' when there are more: for error messages."""
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return sep.join(items[:limit]) + more

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from medfound.convert.savedmodel import bundle_prefix
+from medfound.models.weights import update_digest
 
 
 def cache_dir() -> Path:
@@ -27,9 +28,7 @@ def savedmodel_digest(src: Path) -> str:
     graph = [src / "saved_model.pb"] if src.is_dir() else []
     for path in [*graph, *sorted(prefix.parent.glob(prefix.name + ".*"))]:
         digest.update(path.name.encode())
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        update_digest(digest, path)
     return digest.hexdigest()
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from medfound.convert.savedmodel import read_savedmodel_variables
-from medfound.errors import WeightsError
+from medfound.errors import WeightsError, first_items
 from medfound.models import bit_names, build_model, get_card, list_models
 from medfound.models.card import ModelCard
 from medfound.models.weights import EXTRA_PREFIX, save_safetensors
@@ -83,9 +83,7 @@ def map_bit_names(arrays: dict[str, np.ndarray], where: str) -> BitCheckpoint:
         else:
             problems.append(f"unmapped {name}")
     if problems:
-        shown = "; ".join(problems[:12]) + (
-            f" (+{len(problems) - 12} more)" if len(problems) > 12 else ""
-        )
+        shown = first_items(problems, 12, sep="; ")
         raise WeightsError(f"{where}: checkpoint does not map onto {architecture}: {shown}")
     return BitCheckpoint(architecture=architecture, state=state, extras=extras)
 

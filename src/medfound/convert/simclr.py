@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from medfound.convert.savedmodel import read_savedmodel_variables
-from medfound.errors import WeightsError
+from medfound.errors import WeightsError, first_items
 from medfound.models import build_model, get_card
 from medfound.models.bit_names import hwio_to_oihw
 from medfound.models.card import ModelCard
@@ -101,7 +101,9 @@ def map_simclr_names(arrays: dict[str, np.ndarray], where: str) -> tuple[int, in
     }
     leftover = sorted(n for n in arrays if n not in used and n.startswith(scope))
     if leftover:
-        raise WeightsError(f"{where}: backbone variables left unmapped: {leftover[:12]}")
+        raise WeightsError(
+            f"{where}: backbone variables left unmapped: {first_items(leftover, 12)}"
+        )
     return depth, width, state, extras
 
 

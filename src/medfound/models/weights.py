@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medfound.errors import WeightsError
+from medfound.errors import WeightsError, first_items
 from medfound.models import bit_names
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,15 @@ _SHOWN = 8
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file, streamed."""
     digest = hashlib.sha256()
+    update_digest(digest, path)
+    return digest.hexdigest()
+
+
+def update_digest(digest, path: str | Path) -> None:
+    """Feed a file's bytes into a hashlib digest, a megabyte at a time."""
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state(path: Path, network: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -133,8 +138,7 @@ def load_state(network: nn.Module, state: dict[str, torch.Tensor], path: Path) -
     problems = []
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)):
         if keys:
-            more = f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
-            problems.append(f"{len(keys)} {label}: {', '.join(keys[:_SHOWN])}{more}")
+            problems.append(f"{len(keys)} {label}: {first_items(keys, _SHOWN)}")
     if problems:
         raise WeightsError(
             f"{path}: weights do not match the model ({len(expected)} tensors expected): "
