@@ -76,3 +76,19 @@ def image_folder(folder: Path, n: int = 5, size: int = 40, seed: int = 0) -> lis
         write_png(folder / f"img{i:02d}.png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
         for i in range(n)
     ]
+
+
+def tissue_tiles(folder: Path, size: int = 48) -> list[Path]:
+    """32 real RGB tiles (a 4x4 grid each of scikit-image's IHC slide and fundus photograph)."""
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, image in (("ihc", data.immunohistochemistry()), ("retina", data.retina())):
+        h, w = image.shape[:2]
+        for i in range(4):
+            for j in range(4):
+                tile = image[i * h // 4 : (i + 1) * h // 4, j * w // 4 : (j + 1) * w // 4]
+                resized = np.asarray(Image.fromarray(tile).resize((size, size)))
+                paths.append(write_png(folder / f"{name}-{i}{j}.png", resized))
+    return paths

@@ -29,3 +29,8 @@ def first_items(items: list[str], limit: int = 8, sep: str = ", ") -> str:
     """The first `limit` items joined, with '(+N more)' when there are more: for error messages."""
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
     return sep.join(items[:limit]) + more
+
+
+def skip_message(source: str, reason: str) -> str:
+    """'SOURCE: REASON' for a skipped item, without repeating the source when the reason starts with it."""
+    return reason if reason.startswith(source) else f"{source}: {reason}"

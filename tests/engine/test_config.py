@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from medfound.engine.config import from_dict, load_config, save_config
+from medfound.engine.config import from_dict, load_config, resolve_run_config, save_config
 from medfound.errors import ConfigError
 
 
@@ -58,3 +58,39 @@ def test_bad_yaml(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(Run, tmp_path / "list.yaml")
+
+
+@dataclass
+class Job:
+    data: list[str] = field(default_factory=list)
+    lr: float = 0.3
+    device: str = "cpu"
+
+
+def test_list_fields_are_checked_item_by_item():
+    assert from_dict(Job, {"data": ["a", "b"]}).data == ["a", "b"]
+    with pytest.raises(ConfigError, match=r"config.data\[1\]"):
+        from_dict(Job, {"data": ["a", 3]})
+    with pytest.raises(ConfigError, match=r"config\.data: expected a list"):
+        from_dict(Job, {"data": "a"})
+
+
+def test_a_config_file_is_checked_even_where_a_flag_overrides_it(tmp_path):
+    (tmp_path / "c.yaml").write_text("lr: fast\n")
+    with pytest.raises(ConfigError, match="lr"):
+        load_config(Job, tmp_path / "c.yaml", lr=0.1)
+
+
+def test_run_config_new_resumed_and_changed(tmp_path):
+    config = resolve_run_config(Job, tmp_path, overrides={"lr": 0.5, "data": ["x"]})
+    save_config(config, tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        resolve_run_config(Job, tmp_path, overrides={"lr": 0.5})
+    resumed = resolve_run_config(
+        Job, tmp_path, overrides={"device": "cuda"}, resume=True, may_change=frozenset({"device"})
+    )
+    assert (resumed.lr, resumed.data, resumed.device) == (0.5, ["x"], "cuda")
+    with pytest.raises(ConfigError, match="lr differ"):
+        resolve_run_config(Job, tmp_path, overrides={"lr": 0.1}, resume=True)
+    with pytest.raises(ConfigError, match="holds no run"):
+        resolve_run_config(Job, tmp_path / "empty", resume=True)

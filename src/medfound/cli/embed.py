@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 
 from medfound.cli.errors import handles_errors
+from medfound.errors import skip_message
 
 console = Console(stderr=True)
 
@@ -13,7 +14,9 @@ console = Console(stderr=True)
 @handles_errors
 def embed_command(
     inputs: list[Path] = typer.Argument(..., help="Image files, folders (recursive), CSV (path)"),
-    model: str = typer.Option(..., "--model", "-m", help="Model name (see `medfound models`)"),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model name (see `medfound models`) [the weight file's card]"
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output Parquet file (resumed if present)"),
     weights: Path | None = typer.Option(None, "--weights", "-w", help="Local weight file"),
     random_init: bool = typer.Option(False, "--random-init", help="Use random weights on purpose"),
@@ -56,5 +59,7 @@ def embed_command(
     )
     if not summary.ok:
         for source, reason in summary.skipped:
-            console.print(f"  skipped {source}: {reason}", highlight=False, soft_wrap=True)
+            console.print(
+                f"  skipped {skip_message(source, reason)}", highlight=False, soft_wrap=True
+            )
         raise typer.Exit(1)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from medfound.cli import convert, models
+from medfound.cli import convert, models, pretrain
 from medfound.cli.embed import embed_command
 from medfound.cli.errors import handles_errors
 from medfound.cli.export import export_command
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.add_typer(convert.app, name="convert")
+app.add_typer(pretrain.app, name="pretrain")
 app.command("embed")(embed_command)
 app.command("export")(export_command)
 

@@ -15,6 +15,7 @@ import yaml
 from medfound.errors import ConfigError
 
 T = TypeVar("T")
+CONFIG_NAME = "config.yaml"  # where a run keeps its resolved config
 
 
 def _check(value: Any, annotation: Any, where: str) -> Any:
@@ -36,6 +37,11 @@ def _check(value: Any, annotation: Any, where: str) -> Any:
         if value not in typing.get_args(annotation):
             raise ConfigError(f"{where}: {value!r} is not one of {typing.get_args(annotation)}")
         return value
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (Any,)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         args = typing.get_args(annotation)
         if not isinstance(value, list | tuple) or len(value) != len(args):
@@ -77,6 +83,7 @@ def load_config(cls: type[T], path: str | Path | None = None, **overrides) -> T:
             raise ConfigError(f"{path}: cannot read the config ({exc})") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a mapping of fields")
+        from_dict(cls, loaded, where=str(path))  # the file is checked even where flags override it
         data.update(loaded)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(cls, data, where=str(path) if path else "config")
@@ -96,3 +103,47 @@ def _plain(value):
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def resolve_run_config(
+    cls: type[T],
+    run_dir: str | Path,
+    *,
+    config_file: str | Path | None = None,
+    overrides: dict | None = None,
+    resume: bool = False,
+    may_change: frozenset[str] = frozenset(),
+) -> T:
+    """The config of a run in `run_dir`.
+
+    A new run: defaults, then `config_file`, then `overrides` (None values mean 'not given'); refused
+    if `run_dir` already holds one. A resumed run: the config saved in `run_dir/config.yaml`; an
+    override may only change the fields in `may_change` (devices, logging, checkpoint cadence), since
+    anything else would make the continuation differ from the run that was started.
+    """
+    saved = Path(run_dir) / CONFIG_NAME
+    overrides = overrides or {}
+    if not resume:
+        if saved.exists():
+            raise ConfigError(
+                f"{run_dir} already holds a run ({saved.name}); pass --resume to continue it "
+                "or choose another --out"
+            )
+        return load_config(cls, config_file, **overrides)
+    if not saved.exists():
+        raise ConfigError(f"--resume: {run_dir} holds no run to continue (no {saved.name})")
+    if config_file is not None:
+        raise ConfigError(f"--resume continues with {saved}; do not pass --config as well")
+    original = load_config(cls, saved)
+    config = load_config(cls, saved, **overrides)
+    changed = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in may_change and getattr(config, f.name) != getattr(original, f.name)
+    ]
+    if changed:
+        raise ConfigError(
+            f"--resume: {', '.join(changed)} differ(s) from the run's {saved}; only "
+            f"{sorted(may_change)} may change when resuming"
+        )
+    return config

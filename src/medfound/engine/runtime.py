@@ -27,6 +27,22 @@ class DistContext:
         if self.world_size > 1:
             dist.barrier()
 
+    def min_int(self, value: int, device: torch.device) -> int:
+        """The smallest of every rank's `value` (the value itself in a single process)."""
+        if self.world_size == 1:
+            return value
+        tensor = torch.tensor([value], device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+        return int(tensor.item())
+
+    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise mean of `tensor` over ranks (a copy; `tensor` itself in one process)."""
+        if self.world_size == 1:
+            return tensor
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor / self.world_size
+
     def gather(self, obj) -> list:
         """Every rank's `obj`, in rank order (just [obj] in a single process)."""
         if self.world_size == 1:
@@ -63,6 +79,11 @@ def init_distributed(device: torch.device) -> DistContext:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return ctx
+
+
+def default_workers() -> int:
+    """Decoding workers per rank: half the cores (the model needs the rest), at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 def local_rank() -> int:

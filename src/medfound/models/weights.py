@@ -191,6 +191,20 @@ def save_safetensors(
     atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
+def card_in_file(path: str | Path) -> dict | None:
+    """The card a medfound .safetensors file carries (read from its header only), or None."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return card_from_metadata(fh.metadata() or {})
+    except Exception as exc:
+        raise WeightsError(f"{path}: unreadable weight file ({type(exc).__name__}: {exc})") from exc
+
+
 def card_from_metadata(metadata: dict[str, str]) -> dict | None:
     """The card a medfound safetensors file carries, as a dict, or None."""
     raw = metadata.get(CARD_KEY)

@@ -7,7 +7,6 @@ embeds its shard and rank 0 merges. Output is resumable and crash-safe (see task
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,8 +19,9 @@ from torch.utils.data import DataLoader
 from medfound import __version__
 from medfound.data import ImageDataset, collate_items, collect_sources
 from medfound.data.datasets import worker_init
-from medfound.engine.runtime import init_distributed, local_rank, resolve_device
-from medfound.errors import ConfigError
+from medfound.engine.progress import progress_bar
+from medfound.engine.runtime import default_workers, init_distributed, local_rank, resolve_device
+from medfound.errors import ConfigError, skip_message
 from medfound.io.presets import get_preset
 from medfound.models import FoundationModel, load_model
 from medfound.tasks.store import ParquetStore
@@ -74,11 +74,6 @@ class EmbedSummary:
         return not self.skipped
 
 
-def default_workers() -> int:
-    """Half the cores (the model needs the rest), at most 8."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
-
-
 def embed(
     inputs: Iterable[str | Path],
     out: str | Path,
@@ -91,7 +86,8 @@ def embed(
 ) -> EmbedSummary:
     """Embed every image in `inputs` into the Parquet file `out` (resuming what is there).
 
-    Pass a loaded `model`, or `model_name` (+ `weights` or `random_init=True`).
+    Pass a loaded `model`, or `model_name` (+ `weights` or `random_init=True`), or just `weights`
+    when they are a medfound .safetensors file (its card names the model).
     """
     options = options or EmbedOptions()
     options.validate()
@@ -99,8 +95,7 @@ def embed(
     device = resolve_device(options.device, local_rank())
     ctx = init_distributed(device)
     if model is None:
-        if model_name is None:
-            raise ConfigError("give a model or a model name")
+        model_name = model_name or _name_from_weights(weights)
         model = load_model(model_name, weights, random_init=random_init, device="cpu")
     card = model.card
     preset_overrides = {"size": options.image_size} if options.image_size else {}
@@ -134,10 +129,10 @@ def embed(
     runner = _Runner(model, device, options)
     metadata = {"medfound_card": card.to_json(), "medfound_preset": preset.to_json()}
     rows: list[dict] = []
-    with _progress(len(mine), enabled=options.progress and ctx.is_main) as advance:
+    with progress_bar(len(mine), "embedding", enabled=options.progress and ctx.is_main) as advance:
         for batch in _loader(dataset, options, device):
             for source, reason in batch["errors"]:
-                log.warning("skipped %s: %s", source, reason)
+                log.warning("skipped %s", skip_message(source, reason))
             summary.skipped.extend(batch["errors"])
             if batch["tensor"] is not None:
                 outputs = runner(batch["tensor"])
@@ -159,6 +154,18 @@ def embed(
     ctx.barrier()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _name_from_weights(weights: str | Path | None) -> str:
+    """The model a medfound weight file was made for (its card), when no name is given."""
+    from medfound.models.weights import card_in_file
+
+    card = card_in_file(weights) if weights is not None else None
+    if card is None or "name" not in card:
+        raise ConfigError(
+            "give --model NAME (only medfound .safetensors files name their model themselves)"
+        )
+    return card["name"]
 
 
 def _loader(dataset: ImageDataset, options: EmbedOptions, device: torch.device) -> DataLoader:
@@ -248,29 +255,3 @@ def _rows(items: list[dict], outputs: torch.Tensor, model: FoundationModel, pool
             }
         )
         yield row
-
-
-@contextlib.contextmanager
-def _progress(total: int, enabled: bool):
-    if not enabled or total == 0:
-        yield lambda n: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (
-        TextColumn("embedding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-    )
-    start = time.perf_counter()
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("embed", total=total, rate="")
-
-        def advance(n: int) -> None:
-            done = bar.tasks[0].completed + n
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, advance=n, rate=f"{rate:.1f} img/s")
-
-        yield advance

@@ -1,0 +1,92 @@
+"""SimCLR (REMEDIS's contrastive stage) as a method for the training loop: views, model, loss, export.
+
+The trained module is the encoder (a FoundationModel, which applies its own input normalisation)
+followed by the SimCLR v2 projection head; the loss is NT-Xent over the projections of both views.
+Export writes the encoder alone, with its card, in medfound's safetensors format (the head is kept in
+the same file under `extra/projection_head/` for fine-tuning from a head layer).
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medfound.engine.trainer import MethodOutput
+from medfound.methods.nt_xent import nt_xent
+from medfound.methods.projection_head import ProjectionHead
+from medfound.methods.simclr_views import SimCLRViews, ViewConfig
+from medfound.models import FoundationModel
+from medfound.models.weights import save_safetensors
+
+ENCODER_FILE = "encoder.safetensors"
+
+
+class SimCLRModel(nn.Module):
+    """Encoder then projection head: [0, 1] views -> projections."""
+
+    def __init__(self, encoder: FoundationModel, head: ProjectionHead):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(views))
+
+
+class SimCLR:
+    """The SimCLR method (see engine/trainer.py's Method)."""
+
+    def __init__(
+        self,
+        encoder: FoundationModel,
+        views: ViewConfig,
+        *,
+        temperature: float = 0.1,
+        head_layers: int = 3,
+        head_hidden_dim: int | None = None,
+        projection_dim: int = 128,
+        provenance: dict | None = None,
+    ):
+        head = ProjectionHead(
+            encoder.card.embedding_dim, projection_dim, head_hidden_dim, head_layers
+        )
+        self.model = SimCLRModel(encoder, head).to(memory_format=torch.channels_last)
+        self.views = SimCLRViews(views)
+        self.temperature = temperature
+        self.provenance = provenance or {}
+
+    def prepare(self, images: torch.Tensor, seed: int) -> torch.Tensor:
+        """Two augmented views per image, laid out [view-1; view-2], channels-last."""
+        return self.views(images, seed=seed).contiguous(memory_format=torch.channels_last)
+
+    def loss(self, model: nn.Module, views: torch.Tensor) -> MethodOutput:
+        """NT-Xent of the projections (computed in float32 even under bf16 autocast)."""
+        projections = model(views).float()
+        out = nt_xent(projections, temperature=self.temperature)
+        return MethodOutput(
+            loss=out.loss,
+            metrics={"contrastive_accuracy": out.accuracy, "contrastive_entropy": out.entropy},
+        )
+
+    def export(self, model: SimCLRModel, run_dir: Path) -> list[Path]:
+        """RUN_DIR/encoder.safetensors: the encoder with its card; the head under extra/."""
+        encoder = model.encoder
+        card = dataclasses.replace(
+            encoder.card,
+            description=f"{encoder.card.description}; SimCLR-pretrained with medfound",
+            weights_source=f"medfound pretrain simclr ({Path(run_dir).resolve()})",
+            input_mean=tuple(encoder.input_mean.flatten().tolist()),
+            input_std=tuple(encoder.input_std.flatten().tolist()),
+        )
+        head = {f"extra/projection_head/{k}": v for k, v in model.head.state_dict().items()}
+        path = Path(run_dir) / ENCODER_FILE
+        save_safetensors(
+            encoder.network,
+            path,
+            card.to_json(),
+            extra={"medfound_pretraining": json.dumps({"method": "simclr", **self.provenance})},
+            extra_tensors=head,
+        )
+        return [path]

@@ -1,0 +1,223 @@
+"""`medfound pretrain simclr` end to end: learning, exact resume after SIGKILL, bad data, torchrun."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from medfound.engine.checkpoint import list_checkpoints, load_checkpoint
+from medfound.errors import ConfigError, ImageReadError
+from medfound.io import read_image
+from medfound.io.presets import get_preset, preprocess
+from medfound.methods.simclr import SimCLR
+from medfound.methods.simclr_views import preset_views
+from medfound.models import load_model
+from medfound.tasks.pretrain import pretrain_simclr
+from tests.distributed import torchrun
+from tests.factories import tissue_tiles
+
+TINY = {
+    "model": "timm:test_resnet",
+    "batch_size": 8,
+    "image_size": 32,
+    "warmup_epochs": 1.0,
+    "device": "cpu",
+    "progress": False,
+    "log_every": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiles")
+    tissue_tiles(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiles, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "simclr"
+    pretrain_simclr(run, overrides={**TINY, "data": [str(tiles)], "max_steps": 4})
+    return run
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "medfound.cli.main", *args]
+
+
+def _cli_args(tiles, run, *extra: str) -> list[str]:
+    return _cli(
+        "pretrain", "simclr", "--data", str(tiles), "--model", "timm:test_resnet", "--out",
+        str(run), "--batch-size", "8", "--image-size", "32", "--warmup-epochs", "1",
+        "--device", "cpu", "--log-every", "1", *extra,
+    )  # fmt: skip
+
+
+def _metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _fixed_view_loss(tiles, state: dict | None) -> float:
+    """NT-Xent of a SimCLR model on the same 12 seeded view pairs of every tile."""
+    preset = get_preset("path", size=32)
+    images = torch.stack(
+        [
+            preprocess(read_image(p), preset, spatial_dims=2, channels=3, native_size=32)
+            for p in sorted(tiles.glob("*.png"))
+        ]
+    )
+    torch.manual_seed(0)
+    method = SimCLR(
+        load_model("timm:test_resnet", random_init=True), preset_views("path", image_size=32),
+        temperature=0.5,
+    )  # fmt: skip
+    if state is not None:
+        method.model.load_state_dict(state)
+    method.model.train()
+    with torch.no_grad():
+        losses = [method.loss(method.model, method.prepare(images, s)).loss for s in range(12)]
+    return torch.stack(losses).mean().item()
+
+
+def test_simclr_learns_on_real_tiles(tiles, tmp_path):
+    run = tmp_path / "run"
+    overrides = {**TINY, "data": [str(tiles)], "batch_size": 16, "max_steps": 60, "lr": 16.0}
+    overrides |= {"temperature": 0.5, "warmup_epochs": 0.0, "workers": 0, "log_every": 10}
+    summary = pretrain_simclr(run, overrides=overrides)
+    assert summary.step == 60 and summary.images == 60 * 16 and not summary.skipped
+    trained = load_checkpoint(list_checkpoints(run)[-1])["model"]
+    before, after = _fixed_view_loss(tiles, None), _fixed_view_loss(tiles, trained)
+    assert after < before - 0.2, (before, after)
+    assert [row["step"] for row in _metrics(run)] == [10, 20, 30, 40, 50, 60]
+
+
+def test_sigkill_then_resume_repeats_the_uninterrupted_run(tiles, tmp_path):
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    args = _cli_args(tiles, killed, "--max-steps", "30", "--checkpoint-every", "1")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "checkpoints" / "step-00000003.pt").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    last = int(list_checkpoints(killed)[-1].stem.split("-")[1])
+    assert 3 <= last < 30
+
+    resumed = pretrain_simclr(killed, overrides={"progress": False}, resume=True)
+    assert (resumed.start_step, resumed.step) == (last, 30)
+    pretrain_simclr(whole, overrides={**TINY, "data": [str(tiles)], "max_steps": 30})
+
+    a = load_checkpoint(list_checkpoints(killed)[-1])
+    b = load_checkpoint(list_checkpoints(whole)[-1])
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["batches_consumed"] == b["batches_consumed"] == 30
+    rows_a, rows_b = _metrics(killed), _metrics(whole)
+    assert [r["step"] for r in rows_a] == list(range(1, 31))  # redone steps are not logged twice
+    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+    assert [r["lr"] for r in rows_a] == [r["lr"] for r in rows_b]
+
+
+def test_unreadable_images_are_reported_skipped_and_counted(tiles, tmp_path, caplog):
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in sorted(tiles.glob("*.png"))[:10]:
+        (data / path.name).write_bytes(path.read_bytes())
+    (data / "corrupt.png").write_bytes(b"not an image")
+    (data / "cut.png").write_bytes((tiles / "ihc-00.png").read_bytes()[:60])
+    summary = pretrain_simclr(
+        tmp_path / "run", overrides={**TINY, "data": [str(data)], "max_steps": 3, "workers": 1}
+    )
+    assert summary.step == 3
+    assert sorted(p.rsplit("/", 1)[1] for p in summary.skipped) == ["corrupt.png", "cut.png"]
+    assert all(reason for reason in summary.skipped.values())
+    assert "corrupt.png" in caplog.text and "cut.png" in caplog.text
+
+
+def test_a_dataset_with_nothing_readable_stops_with_a_clear_error(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(8):
+        (data / f"bad{i}.png").write_bytes(b"nope")
+    with pytest.raises(ImageReadError, match=r"no batch .*\(8 unreadable of 8"):
+        pretrain_simclr(
+            tmp_path / "run", overrides={**TINY, "data": [str(data)], "max_steps": 2, "workers": 0}
+        )
+
+
+def test_the_exported_encoder_holds_the_trained_weights_and_embeds(trained_run, tiles, tmp_path):
+    trained = load_checkpoint(list_checkpoints(trained_run)[-1])["model"]
+    encoder_file = trained_run / "encoder.safetensors"
+    model = load_model("timm:test_resnet", encoder_file)
+    for key, value in model.network.state_dict().items():
+        assert torch.equal(value, trained[f"encoder.network.{key}"]), key
+    with safe_open(str(encoder_file), framework="pt") as fh:
+        head_keys = [k for k in fh.keys() if k.startswith("extra/projection_head/")]  # noqa: SIM118
+        provenance = json.loads(fh.metadata()["medfound_pretraining"])
+    assert len(head_keys) == sum(1 for k in trained if k.startswith("head."))
+    assert provenance["method"] == "simclr" and provenance["config"]["max_steps"] == 4
+
+    out = tmp_path / "emb.parquet"
+    args = ["embed", str(tiles), "--weights", str(encoder_file), "--out", str(out)]
+    done = subprocess.run(_cli(*args, "--device", "cpu"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "32 rows" in done.stderr.replace("\n", " ")
+
+
+def test_a_new_run_refuses_a_folder_that_holds_one(trained_run, tiles):
+    with pytest.raises(ConfigError, match="already holds a run"):
+        pretrain_simclr(trained_run, overrides={**TINY, "data": [str(tiles)]})
+
+
+def test_resume_refuses_a_changed_setting_or_changed_data(trained_run, tiles, tmp_path):
+    with pytest.raises(ConfigError, match="lr differ"):
+        pretrain_simclr(trained_run, overrides={"lr": 0.1}, resume=True)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in tiles.glob("*.png"):
+        (copy / path.name).write_bytes(path.read_bytes())
+    config = (trained_run / "config.yaml").read_text().replace(str(tiles), str(copy))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(config)
+    for checkpoint in list_checkpoints(trained_run):
+        (run / "checkpoints" / checkpoint.name).write_bytes(checkpoint.read_bytes())
+    (copy / "extra.png").write_bytes((tiles / "ihc-00.png").read_bytes())
+    with pytest.raises(ConfigError, match="data differ"):
+        pretrain_simclr(run, overrides={"progress": False}, resume=True)
+
+
+def test_cli_names_an_unknown_or_mistyped_config_field(tiles, tmp_path):
+    for text, name in (("tempreature: 0.2\n", "tempreature"), ("batch_size: big\n", "batch_size")):
+        config = tmp_path / "c.yaml"
+        config.write_text(text)
+        run = tmp_path / f"run-{name}"
+        done = subprocess.run(
+            _cli_args(tiles, run, "--config", str(config), "--max-steps", "1"),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2
+        assert name in done.stderr and "Traceback" not in done.stderr
+
+
+def test_torchrun_two_processes_train_and_export(tiles, trained_run, tmp_path):
+    run = tmp_path / "run"
+    args = _cli_args(tiles, run, "--max-steps", "3", "--workers", "0")[
+        1:
+    ]  # -m medfound.cli.main ...
+    done = torchrun(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [row["step"] for row in _metrics(run)] == [1, 2, 3]
+    assert (run / "encoder.safetensors").exists()
+    state = load_checkpoint(list_checkpoints(run)[-1])
+    assert state["batches_consumed"] == 3
+    single = load_checkpoint(list_checkpoints(trained_run)[-1])["model"]
+    assert state["model"].keys() == single.keys()  # resumable in one process, and vice versa
+    load_model("timm:test_resnet", run / "encoder.safetensors")
