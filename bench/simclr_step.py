@@ -117,7 +117,9 @@ def same_loss_check() -> tuple[float, float]:
     return ours, 2 * theirs
 
 
-def augmentation_rates(folder: Path, batch: int, size: int, repeats: int = 3) -> tuple[float, float]:
+def augmentation_rates(
+    folder: Path, batch: int, size: int, repeats: int = 3
+) -> tuple[float, float]:
     """Images/s (two views each) of lightly's per-sample PIL transform and of medfound's views."""
     from lightly.transforms import SimCLRTransform
 
@@ -129,7 +131,7 @@ def augmentation_rates(folder: Path, batch: int, size: int, repeats: int = 3) ->
         for image in images:
             transform(image)
         best_ref = max(best_ref, batch / (time.perf_counter() - start))
-    tensor = torch.stack([torch.from_numpy(np.asarray(i.resize((size, size)))) for i in images])
+    tensor = torch.stack([torch.from_numpy(np.array(i.resize((size, size)))) for i in images])
     tensor = tensor.permute(0, 3, 1, 2).float().div(255)
     views = SimCLRViews(preset_views("path", image_size=size))
     views(tensor, seed=0)  # first call builds kernels
@@ -157,7 +159,7 @@ def main() -> None:
         ref_aug, our_aug = augmentation_rates(folder, args.batch_size, args.size)
         print(
             f"augmentation only ({args.size} px, 2 views): lightly/torchvision PIL {ref_aug:.1f} "
-            f"img/s, medfound kornia batched {our_aug:.1f} img/s ({our_aug / ref_aug:.2f}x)"
+            f"img/s, medfound batched {our_aug:.1f} img/s ({our_aug / ref_aug:.2f}x)"
         )
         shape = (args.steps, args.warmup, args.batch_size, args.size)
         reference = reference_rate(folder, *shape)
@@ -166,7 +168,9 @@ def main() -> None:
         print(f"medfound fp32: {fp32:.2f} img/s ({fp32 / reference:.2f}x)")
         bf16 = medfound_rate(folder, *shape, precision="bf16")
         print(f"medfound bf16 autocast: {bf16:.2f} img/s ({bf16 / reference:.2f}x)")
-    print(f"medfound / reference (R50x1, {args.size} px, batch {args.batch_size}): {bf16 / reference:.2f}x")
+    print(
+        f"medfound / reference (R50x1, {args.size} px, batch {args.batch_size}): {bf16 / reference:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -151,6 +151,14 @@ def test_a_dataset_with_nothing_readable_stops_with_a_clear_error(tmp_path):
         )
 
 
+def test_data_without_images_is_refused_by_name(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no images to train on"):
+        pretrain_simclr(tmp_path / "run", overrides={**TINY, "data": [str(tmp_path / "empty")]})
+    with pytest.raises(ConfigError, match="nowhere: no such file"):
+        pretrain_simclr(tmp_path / "run2", overrides={**TINY, "data": [str(tmp_path / "nowhere")]})
+
+
 def test_the_exported_encoder_holds_the_trained_weights_and_embeds(trained_run, tiles, tmp_path):
     trained = load_checkpoint(list_checkpoints(trained_run)[-1])["model"]
     encoder_file = trained_run / "encoder.safetensors"

@@ -2,9 +2,9 @@
 
 A method (methods/) supplies the trainable module, a `prepare` step that turns a batch of images into
 its inputs (SimCLR's two views, Genesis's corrupted volumes; run without gradients, in float32) and a
-`loss`. The loop owns everything else: devices and DDP under torchrun (gloo on CPU, NCCL on GPU, with
-BatchNorm statistics made global), bf16 autocast, the optimiser and warmup-cosine schedule, gradient clipping,
-metrics, a progress bar on rank 0, atomic checkpoints and exact resumption.
+`loss`. The loop owns everything else: devices and DDP under torchrun (gloo on CPU, NCCL on GPU,
+BatchNorm statistics made global), bf16 autocast, the optimiser and warmup-cosine schedule, gradient
+clipping, metrics, a progress bar on rank 0, atomic checkpoints and exact resumption.
 
 Exactness: the data order is a function of (seed, epoch) and the number of batches consumed
 (engine/sampling.py), and each step's random augmentation is seeded from (seed, step, rank), so a run
@@ -226,13 +226,7 @@ def train(
                     inputs = method.prepare(images, _step_seed(config.seed, step, ctx.rank))
                 with autocast:
                     out = method.loss(model, inputs)
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                if config.clip_grad_norm is not None:
-                    norm = nn.utils.clip_grad_norm_(module.parameters(), config.clip_grad_norm)
-                    out.metrics["grad_norm"] = norm
-                optimizer.step()
-                scheduler.step()
+                _update(out, optimizer, scheduler, module, config.clip_grad_norm)
                 step += 1
                 summary.images += n * ctx.world_size
                 window.add(out, n * ctx.world_size)
@@ -267,6 +261,16 @@ def train(
         summary.exported = method.export(module, run_dir)
     ctx.barrier()
     return summary
+
+
+def _update(out: MethodOutput, optimizer, scheduler, module: nn.Module, clip: float | None) -> None:
+    """Backward, optional clipping (the norm joins the metrics), optimiser and schedule step."""
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if clip is not None:
+        out.metrics["grad_norm"] = nn.utils.clip_grad_norm_(module.parameters(), clip)
+    optimizer.step()
+    scheduler.step()
 
 
 def _restore(run_dir: Path, module, optimizer, scheduler, data_fingerprint: str) -> tuple[int, int]:

@@ -109,6 +109,9 @@ def pretrain_simclr(
     views = config.view_config()
     preset = get_preset(config.preset, size=views.image_size)
     sources, problems = collect_sources(config.data)
+    if not sources:
+        found = "; ".join(skip_message(s, r) for s, r in problems) or "no supported image files"
+        raise ConfigError(f"data {config.data}: no images to train on ({found})")
     for source, reason in problems:
         log.warning("skipped %s", skip_message(source, reason))
     dataset = ImageDataset(
