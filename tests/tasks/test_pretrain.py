@@ -229,3 +229,14 @@ def test_torchrun_two_processes_train_and_export(tiles, trained_run, tmp_path):
     single = load_checkpoint(list_checkpoints(trained_run)[-1])["model"]
     assert state["model"].keys() == single.keys()  # resumable in one process, and vice versa
     load_model("timm:test_resnet", run / "encoder.safetensors")
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_run(tiles, tmp_path):
+    overrides = {**TINY, "data": [str(tiles)], "max_steps": 2, "workers": 0}
+    eager = pretrain_simclr(tmp_path / "eager", overrides=overrides)
+    compiled = pretrain_simclr(tmp_path / "compiled", overrides={**overrides, "compile": True})
+    assert compiled.step == eager.step == 2
+    losses = [[row["loss"] for row in _metrics(tmp_path / run)] for run in ("eager", "compiled")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+    load_model("timm:test_resnet", tmp_path / "compiled" / "encoder.safetensors")  # plain names

@@ -35,6 +35,9 @@ def simclr(
     temperature: float | None = typer.Option(None, "--temperature", help="NT-Xent [0.1]"),
     precision: str | None = typer.Option(None, "--precision", help="fp32 or bf16 [fp32]"),
     clip_grad_norm: float | None = typer.Option(None, "--clip-grad-norm", help="[off]"),
+    compile: bool | None = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile the model [off]"
+    ),
     seed: int | None = typer.Option(None, "--seed", help="[0]"),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps [500]"),
     log_every: int | None = typer.Option(None, "--log-every", help="Steps [10]"),
@@ -62,6 +65,7 @@ def simclr(
         "temperature": temperature,
         "precision": precision,
         "clip_grad_norm": clip_grad_norm,
+        "compile": compile,
         "seed": seed,
         "checkpoint_every": checkpoint_every,
         "log_every": log_every,

@@ -82,8 +82,10 @@ def init_distributed(device: torch.device) -> DistContext:
 
 
 def default_workers() -> int:
-    """Decoding workers per rank: half the cores (the model needs the rest), at most 8."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+    """Decoding workers per rank: half of this rank's share of the cores (the model needs the rest),
+    at least 1, at most 8. torchrun's LOCAL_WORLD_SIZE says how many ranks share this machine."""
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, (os.cpu_count() or 2) // (2 * ranks_here)))
 
 
 def local_rank() -> int:

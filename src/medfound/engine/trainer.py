@@ -57,6 +57,7 @@ class LoopConfig:
     momentum: float = 0.9
     warmup_epochs: float = 10.0
     precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False  # torch.compile the model (forward and backward); minutes to compile once
     clip_grad_norm: float | None = None
     seed: int = 0
     device: str = "auto"
@@ -170,6 +171,10 @@ def train(
         module = make_global(module, device)  # BatchNorm statistics over the global batch
         device_ids = [device.index] if device.type == "cuda" else None
         model = DistributedDataParallel(module, device_ids=device_ids)
+    if config.compile:
+        # BiT-R50x1 training at 224 on 2 CPU cores: 1.06-1.2x eager (channels-last), after about two
+        # minutes of compilation. Not resumable with another setting: the numbers differ.
+        model = torch.compile(model)
     peak_lr = scaled_learning_rate(config.lr, config.batch_size, config.lr_scaling)
     optimizer = build_optimizer(
         config.optimizer, module, peak_lr, config.weight_decay, config.momentum
