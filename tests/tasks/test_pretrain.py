@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 
 from medfound.engine.checkpoint import list_checkpoints, load_checkpoint
-from medfound.errors import ConfigError, ImageReadError
+from medfound.errors import ConfigError, ImageReadError, WeightsError
 from medfound.io import read_image
 from medfound.io.presets import get_preset, preprocess
 from medfound.methods.simclr import SimCLR
@@ -157,6 +157,16 @@ def test_data_without_images_is_refused_by_name(tmp_path):
         pretrain_simclr(tmp_path / "run", overrides={**TINY, "data": [str(tmp_path / "empty")]})
     with pytest.raises(ConfigError, match="nowhere: no such file"):
         pretrain_simclr(tmp_path / "run2", overrides={**TINY, "data": [str(tmp_path / "nowhere")]})
+
+
+def test_a_start_that_fails_leaves_the_folder_free_for_the_corrected_command(tiles, tmp_path):
+    run = tmp_path / "run"
+    overrides = {**TINY, "data": [str(tiles)], "init": str(tmp_path / "missing.safetensors")}
+    with pytest.raises(WeightsError, match=r"missing\.safetensors: weight file not found"):
+        pretrain_simclr(run, overrides=overrides)
+    assert not (run / "config.yaml").exists()
+    summary = pretrain_simclr(run, overrides={**TINY, "data": [str(tiles)], "max_steps": 1})
+    assert summary.step == 1
 
 
 def test_the_exported_encoder_holds_the_trained_weights_and_embeds(trained_run, tiles, tmp_path):

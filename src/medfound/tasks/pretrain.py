@@ -58,10 +58,15 @@ class SimCLRConfig(LoopConfig):
 
     def view_config(self):
         """The augmentation settings: the preset's, with this config's explicit values on top."""
-        names = ("image_size", "color_strength", "rotation_degrees", "equalize_p", "elastic_p")
-        overrides = {
-            n: getattr(self, n) for n in (*names, "blur_p") if getattr(self, n) is not None
-        }
+        names = (
+            "image_size",
+            "color_strength",
+            "rotation_degrees",
+            "equalize_p",
+            "elastic_p",
+            "blur_p",
+        )
+        overrides = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
         return preset_views(self.preset, **overrides)
 
 
@@ -79,8 +84,7 @@ def pretrain_simclr(
     run takes the config saved in `run_dir` (only devices, logging and checkpoint cadence may change).
     """
     run_dir = Path(run_dir)
-    if overrides and overrides.get("data"):
-        overrides = {**overrides, "data": _absolute(overrides["data"])}
+    overrides = _absolute_paths(overrides or {})
     if config is None:
         config = resolve_run_config(
             SimCLRConfig,
@@ -91,10 +95,10 @@ def pretrain_simclr(
             may_change=RESUMABLE_FIELDS,
         )
     config.validate()
-    config = dataclasses.replace(config, data=_absolute(config.data))  # resumable from anywhere
+    config = dataclasses.replace(
+        config, **_absolute_paths({"data": config.data, "init": config.init})
+    )
     ctx = init_distributed(resolve_device(config.device, local_rank()))
-    if ctx.is_main:
-        save_config(config, run_dir / CONFIG_NAME)
 
     init = None if config.init == "random" else config.init
     encoder = load_model(config.model, init, random_init=init is None, seed=config.seed)
@@ -120,6 +124,8 @@ def pretrain_simclr(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # the head's initialisation, identical in every run
         method = _simclr(encoder, views, config)
+    if ctx.is_main:  # saved once everything checked out: a failed start leaves the folder free
+        save_config(config, run_dir / CONFIG_NAME)
     summary = train(
         method, dataset, config, run_dir, resume=resume, data_fingerprint=fingerprint(sources)
     )
@@ -145,5 +151,11 @@ def fingerprint(sources) -> str:
     return hashlib.sha256("\n".join(paths).encode()).hexdigest()
 
 
-def _absolute(paths: list[str]) -> list[str]:
-    return [str(Path(p).absolute()) for p in paths]
+def _absolute_paths(fields: dict) -> dict:
+    """`data` and `init` as absolute paths, so that a run can be resumed from any folder."""
+    fields = dict(fields)
+    if fields.get("data"):
+        fields["data"] = [str(Path(p).absolute()) for p in fields["data"]]
+    if fields.get("init") not in (None, "random"):
+        fields["init"] = str(Path(fields["init"]).absolute())
+    return fields
