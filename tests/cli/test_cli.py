@@ -9,8 +9,20 @@ runner = CliRunner()
 def test_help_lists_the_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("embed", "export", "models", "demo"):
+    for command in ("embed", "export", "models", "demo", "pretrain", "convert"):
         assert command in result.output
+
+
+def test_pretrain_help_shows_the_defaults_of_the_config():
+    result = runner.invoke(app, ["pretrain", "simclr", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for default in (
+        "(default: bit-m-r50x1)",
+        "(default: path)",
+        "(default: lars)",
+        "(default: 0.3)",
+    ):
+        assert default in result.output  # rich would swallow a bare [bit-m-r50x1] as markup
 
 
 def test_models_table_and_card():
@@ -40,3 +52,26 @@ def test_export_command(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 1_000_000
+
+
+def test_pretrain_help_defaults_are_the_config_defaults():
+    import inspect
+    import re
+
+    from medfound.cli.pretrain import simclr
+    from medfound.tasks.pretrain import SimCLRConfig
+
+    config, checked = SimCLRConfig(), 0
+    for name, param in inspect.signature(simclr.__wrapped__).parameters.items():
+        said = re.search(r"default: ([^)]+)\)?$", param.default.help or "")
+        if not said or not hasattr(config, name):
+            continue
+        value, text = getattr(config, name), said.group(1)
+        if value is None or isinstance(value, bool):
+            assert text in (("on",) if value else ("off", "preset's")), name
+        elif isinstance(value, int | float):
+            assert float(text) == value, name
+        else:
+            assert text == value, name
+        checked += 1
+    assert checked >= 15

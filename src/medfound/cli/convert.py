@@ -16,7 +16,9 @@ console = Console(stderr=True)
 def remedis(
     src: Path = typer.Argument(..., help="SavedModel directory (saved_model.pb + variables/)"),
     out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file"),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model name [SRC's folder name]"),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model name (default: SRC's folder name)"
+    ),
     network_input: str = typer.Option(
         "auto",
         "--network-input",
@@ -39,7 +41,10 @@ def simclr(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file"),
     model: str | None = typer.Option(
-        None, "--model", "-m", help="simclr:r{50,101,152}x{1,2,3,4} [inferred from the checkpoint]"
+        None,
+        "--model",
+        "-m",
+        help="simclr:r{50,101,152}x{1,2,3,4} (default: inferred from the checkpoint)",
     ),
 ) -> None:
     """Convert a SimCLR v1/v2 TensorFlow checkpoint (ResNet-v1 + BatchNorm), without TensorFlow."""

@@ -15,14 +15,19 @@ console = Console(stderr=True)
 def embed_command(
     inputs: list[Path] = typer.Argument(..., help="Image files, folders (recursive), CSV (path)"),
     model: str | None = typer.Option(
-        None, "--model", "-m", help="Model name (see `medfound models`) [the weight file's card]"
+        None,
+        "--model",
+        "-m",
+        help="Model name, see `medfound models` (default: the weight file's card)",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output Parquet file (resumed if present)"),
     weights: Path | None = typer.Option(None, "--weights", "-w", help="Local weight file"),
     random_init: bool = typer.Option(False, "--random-init", help="Use random weights on purpose"),
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
-    workers: int | None = typer.Option(None, "--workers", help="Decoding workers [half the cores]"),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Decoding workers (default: half the cores)"
+    ),
     pool: str = typer.Option("avg", "--pool", help="avg: vector; none: keep feature maps"),
     preset: str | None = typer.Option(None, "--preset", help="cxr, path, ct, mri or auto"),
     image_size: int | None = typer.Option(None, "--image-size", help="Override the input side"),

@@ -19,29 +19,43 @@ def simclr(
     data: list[str] | None = typer.Option(
         None, "--data", "-d", help="Folder (recursive), image file or CSV with a `path` column"
     ),
-    model: str | None = typer.Option(None, "--model", "-m", help="Backbone [bit-m-r50x1]"),
+    model: str | None = typer.Option(None, "--model", "-m", help="Backbone (default: bit-m-r50x1)"),
     init: str | None = typer.Option(None, "--init", help="Weights to start from, or 'random'"),
     config: Path | None = typer.Option(None, "--config", help="YAML config (fields as below)"),
-    preset: str | None = typer.Option(None, "--preset", help="path (224) or cxr (448) [path]"),
-    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Global batch [512]"),
-    image_size: int | None = typer.Option(None, "--image-size", help="View side [preset's]"),
-    epochs: int | None = typer.Option(None, "--epochs", help="[100]"),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Overrides --epochs"),
-    lr: float | None = typer.Option(None, "--lr", help="Base rate before batch scaling [0.3]"),
-    lr_scaling: str | None = typer.Option(None, "--lr-scaling", help="linear or sqrt [linear]"),
-    optimizer: str | None = typer.Option(None, "--optimizer", help="lars, sgd or adamw [lars]"),
-    weight_decay: float | None = typer.Option(None, "--weight-decay", help="[1e-6]"),
-    warmup_epochs: float | None = typer.Option(None, "--warmup-epochs", help="[10]"),
-    temperature: float | None = typer.Option(None, "--temperature", help="NT-Xent [0.1]"),
-    precision: str | None = typer.Option(None, "--precision", help="fp32 or bf16 [fp32]"),
-    clip_grad_norm: float | None = typer.Option(None, "--clip-grad-norm", help="[off]"),
-    compile: bool | None = typer.Option(
-        None, "--compile/--no-compile", help="torch.compile the model [off]"
+    preset: str | None = typer.Option(
+        None, "--preset", help="path (224) or cxr (448) (default: path)"
     ),
-    seed: int | None = typer.Option(None, "--seed", help="[0]"),
-    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps [500]"),
-    log_every: int | None = typer.Option(None, "--log-every", help="Steps [10]"),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda [auto]"),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", "-b", help="Global batch (default: 512)"
+    ),
+    image_size: int | None = typer.Option(
+        None, "--image-size", help="View side (default: preset's)"
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="default: 100"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Overrides --epochs"),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Base rate before batch scaling (default: 0.3)"
+    ),
+    lr_scaling: str | None = typer.Option(
+        None, "--lr-scaling", help="linear or sqrt (default: linear)"
+    ),
+    optimizer: str | None = typer.Option(
+        None, "--optimizer", help="lars, sgd or adamw (default: lars)"
+    ),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", help="default: 1e-6"),
+    warmup_epochs: float | None = typer.Option(None, "--warmup-epochs", help="default: 10"),
+    temperature: float | None = typer.Option(None, "--temperature", help="NT-Xent (default: 0.1)"),
+    precision: str | None = typer.Option(None, "--precision", help="fp32 or bf16 (default: fp32)"),
+    clip_grad_norm: float | None = typer.Option(None, "--clip-grad-norm", help="default: off"),
+    compile: bool | None = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile the model (default: off)"
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="default: 0"),
+    checkpoint_every: int | None = typer.Option(
+        None, "--checkpoint-every", help="Steps (default: 500)"
+    ),
+    log_every: int | None = typer.Option(None, "--log-every", help="Steps (default: 10)"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda (default: auto)"),
     workers: int | None = typer.Option(None, "--workers", help="Decoding workers per rank"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly"),
 ) -> None:
