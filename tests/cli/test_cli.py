@@ -42,6 +42,10 @@ def test_user_errors_exit_2_without_traceback(tmp_path):
         app, ["embed", str(tmp_path), "-m", "cxr-50x1-remedis-m", "-o", str(tmp_path / "o.parquet")]
     )
     assert result.exit_code == 2 and "needs weights" in result.output
+    npz = tmp_path / "w.npz"
+    npz.write_bytes(b"")
+    result = runner.invoke(app, ["embed", str(tmp_path), "-w", str(npz), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "give --model NAME" in result.output  # no card to name it
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
