@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from tests.convert import tf_bit
 
-# medfound.convert.contract imports torchvision, which must come before TensorFlow (imported in main)
-from medfound.convert.contract import relative_error
 from medfound.convert.remedis import convert_remedis
+
+# medfound.convert.tf_comparison imports torchvision, which must come before TensorFlow (imported in main)
+from medfound.convert.tf_comparison import relative_error
 from medfound.models import load_model
 from medfound.tasks.embed import EmbedOptions, _Runner
 

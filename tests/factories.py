@@ -5,7 +5,26 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PHI = {"PatientName": "Doe^Jane", "PatientID": "PID-998877", "PatientBirthDate": "19700101"}
+# Every identifying attribute a generated DICOM carries (PS3.15 Basic Profile examples): none may
+# reach an output, a log or a shared file.
+PHI = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "PID-998877",
+    "PatientBirthDate": "19700101",
+    "OtherPatientIDs": "OPID-445566",
+    "PatientAddress": "12 Elm Street Springfield",
+    "AccessionNumber": "ACC-20240517-77",
+    "InstitutionName": "Saint Example Hospital",
+    "ReferringPhysicianName": "Who^Doctor",
+    "PerformingPhysicianName": "Grey^Meredith",
+    "OperatorsName": "Tech^Tina",
+    "StudyID": "STUDY-31337",
+    "StudyDate": "20240517",
+    "StudyTime": "134501",
+    "DeviceSerialNumber": "SN-A1B2C3D4",
+    "StationName": "CTSTATION-7",
+    "StudyInstanceUID": "1.2.826.0.1.999.12345.1",
+}
 
 
 def write_dicom(

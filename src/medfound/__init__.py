@@ -11,6 +11,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
+import medfound.convert  # noqa: F401  (registers the TensorFlow converters; imports nothing heavy)
 from medfound.errors import MedfoundError
 
 

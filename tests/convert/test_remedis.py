@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from medfound.convert.contract import relative_error, savedmodel_embedding
 from medfound.convert.remedis import convert_remedis
 from medfound.convert.savedmodel import read_savedmodel_variables
+from medfound.convert.tf_comparison import relative_error, savedmodel_embedding
 from medfound.errors import WeightsError
 from medfound.models import load_model
 from tests.convert import tf_bit
@@ -49,7 +49,7 @@ def test_object_graph_names_are_recovered(object_model):
 def test_object_based_savedmodel_embeds_like_tensorflow(tmp_path, object_model, size):
     out = tmp_path / "cxr.safetensors"
     card = convert_remedis(object_model, out, network_input="symmetric")  # it scales inside
-    assert card.name == "cxr-50x1-remedis-m"  # from the folder name
+    assert card.name == "resnetv2_50x1_bit.remedis_cxr_m"  # from the folder name (an alias)
     x = np.random.default_rng(size).uniform(0, 1, (2, size, size, 3)).astype(np.float32)
     model = load_model("cxr-50x1-remedis-m", out)
     ours = model.embed(torch.from_numpy(x).permute(0, 3, 1, 2))
@@ -123,7 +123,8 @@ def test_graph_probe_reads_any_affine_input_transform(tmp_path, values):
 
 def test_wrong_model_size_is_refused(tmp_path, object_model):
     with pytest.raises(
-        WeightsError, match=r"checkpoint is a resnetv2_50x1_bit, but 'cxr-152x2-remedis-m'"
+        WeightsError,
+        match=r"checkpoint is a resnetv2_50x1_bit, but 'resnetv2_152x2_bit.remedis_cxr_m'",
     ):
         convert_remedis(object_model, tmp_path / "x.safetensors", model="cxr-152x2-remedis-m")
 
@@ -169,6 +170,6 @@ def test_convert_command(tmp_path, object_model):
     args = ["convert", "remedis", str(object_model), "-o", str(out), "--network-input", "symmetric"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert out.exists() and "cxr-50x1-remedis-m" in result.output
+    assert out.exists() and "resnetv2_50x1_bit.remedis_cxr_m" in result.output
     bad = runner.invoke(app, ["convert", "remedis", str(tmp_path), "-o", str(out)])
     assert bad.exit_code == 2 and "not a SavedModel directory" in bad.output

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from medfound.convert.contract import relative_error
 from medfound.convert.simclr import convert_simclr, creation_order
+from medfound.convert.tf_comparison import relative_error
 from medfound.errors import WeightsError
 from medfound.models import load_model
 from tests.convert import tf_resnet_v1

@@ -4,51 +4,11 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from medfound.engine.checkpoint import list_checkpoints, load_checkpoint
-from medfound.engine.trainer import LoopConfig, MethodOutput, train
+from medfound.engine.trainer import train
 from medfound.errors import ConfigError
-
-
-class Points(torch.utils.data.Dataset):
-    """Items as ImageDataset makes them: 4-vectors whose target is a fixed linear function."""
-
-    def __init__(self, n: int = 64):
-        self.x = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"index": i, "source": f"point{i}", "tensor": self.x[i]}
-
-
-class Regression:
-    """A method that fits y = x . (1, 2, 3, 4) and records whether autocast was on."""
-
-    def __init__(self):
-        torch.manual_seed(0)
-        self.model = nn.Linear(4, 1)
-        self.autocast_seen: list[bool] = []
-
-    def prepare(self, images, seed):
-        return images, images @ torch.tensor([1.0, 2.0, 3.0, 4.0])
-
-    def loss(self, model, inputs):
-        x, y = inputs
-        self.autocast_seen.append(torch.is_autocast_enabled("cpu"))
-        return MethodOutput(loss=(model(x).squeeze(1).float() - y).pow(2).mean())
-
-    def export(self, model, run_dir):
-        return []
-
-
-def _config(**changes) -> LoopConfig:
-    base = {"batch_size": 16, "max_steps": 40, "optimizer": "sgd", "lr": 1.6, "warmup_epochs": 0.0}
-    base |= {"device": "cpu", "workers": 0, "progress": False, "log_every": 10}
-    base |= {"tensorboard": False, "weight_decay": 0.0, "momentum": 0.0}
-    return LoopConfig(**{**base, **changes})  # lr 1.6 * 16/256 = 0.1 per step
+from tests.engine.toy import NormRegression, Points, Regression, loop_config
 
 
 def _losses(run) -> list[float]:
@@ -57,7 +17,7 @@ def _losses(run) -> list[float]:
 
 def test_any_method_trains_through_the_loop(tmp_path):
     method = Regression()
-    summary = train(method, Points(), _config(), tmp_path)
+    summary = train(method, Points(), loop_config(), tmp_path)
     losses = _losses(tmp_path)
     assert summary.step == 40 and len(losses) == 4
     assert losses[-1] < 0.01 * losses[0]
@@ -68,7 +28,7 @@ def test_gradient_clipping_bounds_the_step_and_logs_the_norm(tmp_path):
     method = Regression()
     before = [p.detach().clone() for p in method.model.parameters()]
     summary = train(
-        method, Points(), _config(max_steps=1, clip_grad_norm=1e-3, log_every=1), tmp_path
+        method, Points(), loop_config(max_steps=1, clip_grad_norm=1e-3, log_every=1), tmp_path
     )
     step = torch.cat(
         [(p.detach() - b).flatten() for p, b in zip(method.model.parameters(), before, strict=True)]
@@ -79,7 +39,7 @@ def test_gradient_clipping_bounds_the_step_and_logs_the_norm(tmp_path):
 
 def test_bf16_autocast_reaches_the_method(tmp_path):
     method = Regression()
-    train(method, Points(), _config(max_steps=2, precision="bf16"), tmp_path)
+    train(method, Points(), loop_config(max_steps=2, precision="bf16"), tmp_path)
     assert method.autocast_seen == [True, True]
     assert all(torch.isfinite(torch.tensor(_losses(tmp_path))))
 
@@ -88,7 +48,7 @@ def test_checkpoint_cadence_and_retention(tmp_path):
     train(
         Regression(),
         Points(),
-        _config(max_steps=7, checkpoint_every=2, keep_checkpoints=3),
+        loop_config(max_steps=7, checkpoint_every=2, keep_checkpoints=3),
         tmp_path,
     )
     names = [p.name for p in list_checkpoints(tmp_path)]
@@ -106,4 +66,88 @@ def test_checkpoint_cadence_and_retention(tmp_path):
 )
 def test_impossible_settings_are_refused_by_name(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message):
-        train(Regression(), Points(), _config(**changes), tmp_path)
+        train(Regression(), Points(), loop_config(**changes), tmp_path)
+
+
+def _rows(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_new_run_refuses_a_folder_holding_another_runs_checkpoints(tmp_path):
+    old = tmp_path / "checkpoints" / "step-00010000.pt"
+    old.parent.mkdir()
+    old.write_bytes(b"an older run")
+    with pytest.raises(ConfigError, match="is not empty"):
+        train(Regression(), Points(), loop_config(max_steps=2, checkpoint_every=1), tmp_path)
+    assert old.read_bytes() == b"an older run"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["checkpoints", "step-00010000.pt"]
+
+
+def test_resume_checks_the_settings_in_the_python_api_too(tmp_path):
+    train(Regression(), Points(), loop_config(max_steps=2), tmp_path)
+    with pytest.raises(ConfigError, match="lr differ"):
+        train(Regression(), Points(), loop_config(max_steps=2, lr=0.5), tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="holds no run"):
+        train(Regression(), Points(), loop_config(), tmp_path / "new", resume=True)
+
+
+def test_resume_falls_back_past_an_unreadable_newest_checkpoint_and_ends_identical(tmp_path):
+    config = loop_config(max_steps=6, checkpoint_every=2, keep_checkpoints=3)
+    whole = Regression()
+    train(whole, Points(), config, tmp_path / "whole")
+    run = tmp_path / "run"
+    train(Regression(), Points(), config, run)
+    checkpoints = list_checkpoints(run)
+    checkpoints[-1].unlink()  # the run died before step 6 was saved ...
+    checkpoints[-2].write_bytes(b"")  # ... and step 4's data never reached the disk
+    resumed = Regression()
+    summary = train(resumed, Points(), config, run, resume=True)
+    assert summary.start_step == 2 and summary.step == 6
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_logged_row_that_spans_a_resume_averages_every_step_it_claims(tmp_path):
+    config = loop_config(max_steps=8, log_every=4, checkpoint_every=3)
+    train(NormRegression(), Points(), config, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        train(NormRegression(fail_at_step=4), Points(), config, tmp_path / "run")
+    train(NormRegression(), Points(), config, tmp_path / "run", resume=True)
+    whole, resumed = _rows(tmp_path / "whole"), _rows(tmp_path / "run")
+    assert [r["step"] for r in resumed] == [4, 8]
+    assert [r["steps_averaged"] for r in resumed] == [4, 4]
+    for a, b in zip(whole, resumed, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+
+
+def test_two_ranks_train_exactly_as_one_process_and_resume_each_ranks_random_state(tmp_path):
+    from tests.distributed import torchrun
+
+    done = torchrun("-m", "tests.engine.train_ranks", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = torch.load(tmp_path / "results.pt", weights_only=True)
+
+    single = NormRegression()
+    train(single, Points(), loop_config(max_steps=8, log_every=2), tmp_path / "one")
+    for key, value in single.model.state_dict().items():
+        torch.testing.assert_close(results["two_ranks"][key], value, rtol=1e-5, atol=1e-6)
+    one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two_ranks")
+    assert [r["step"] for r in two] == [2, 4, 6, 8]
+    for a, b in zip(one, two, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    for key, value in results["whole"].items():
+        torch.testing.assert_close(results["resumed"][key], value, rtol=0, atol=0)
+
+
+def test_the_metrics_log_is_closed_when_a_step_fails(tmp_path, monkeypatch):
+    from medfound.engine import trainer
+
+    closed = []
+    real_close = trainer.MetricsLog.close
+    monkeypatch.setattr(
+        trainer.MetricsLog, "close", lambda self: closed.append(True) or real_close(self)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train(NormRegression(fail_at_step=3), Points(), loop_config(log_every=1), tmp_path)
+    assert closed == [True]
+    assert [r["step"] for r in _rows(tmp_path)] == [1, 2]

@@ -42,15 +42,16 @@ def test_radiograph_window_is_applied(tmp_path):
     assert abs(values[2] - 4095 / 2) < 4095 * 0.01
 
 
-def test_multiframe_dicom_is_a_volume(tmp_path):
+def test_multiframe_dicom_without_positions_is_columns_rows_frames(tmp_path):
     frames = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
     path = write_dicom(
-        tmp_path / "mf.dcm", frames, modality="MR", PixelSpacing=[1.0, 1.0], SliceThickness=2.5
+        tmp_path / "mf.dcm", frames, modality="MR", PixelSpacing=[0.6, 0.9], SliceThickness=2.5
     )
     image = read_image(path)
-    assert image.array.shape == (1, 4, 5, 3)
-    assert image.spacing == (1.0, 1.0, 2.5)
-    np.testing.assert_array_equal(image.array[0, :, :, 1], frames[1])
+    assert image.array.shape == (1, 5, 4, 3)  # (columns, rows, frames): DICOM's (i, j, k)
+    assert image.spacing == (0.9, 0.6, 2.5)  # PixelSpacing is (row spacing, column spacing)
+    assert image.affine is None  # nothing says where the frames lie
+    np.testing.assert_array_equal(image.array[0, :, :, 1], frames[1].T)
 
 
 def test_series_is_stacked_along_the_slice_normal(tmp_path):
@@ -75,6 +76,60 @@ def test_series_is_stacked_along_the_slice_normal(tmp_path):
     assert image.array.shape == (1, 4, 4, 3)
     assert image.array[0, 0, 0].tolist() == [200, 300, 100]  # z = -5, 0, 5
     assert image.spacing == (0.5, 0.5, 5.0)
+    # voxel 0 is the most left, posterior one: the last column and row of the first slice
+    np.testing.assert_allclose(image.affine[:3, 3], [-1.5, -1.5, -5.0])
+
+
+def _unpositioned_series(folder, **attributes):
+    from pydicom.uid import generate_uid
+
+    series, paths = generate_uid(), []
+    for n in (3, 1, 2):  # written out of order; InstanceNumber is the only order there is
+        pixels = np.arange(6, dtype=np.uint16).reshape(2, 3) + 10 * n
+        paths.append(
+            write_dicom(
+                folder / f"u{n}.dcm",
+                pixels,
+                SeriesInstanceUID=series,
+                InstanceNumber=n,
+                **attributes,
+            )
+        )
+    return paths
+
+
+def test_series_without_positions_is_columns_rows_slices(tmp_path):
+    paths = _unpositioned_series(tmp_path, PixelSpacing=[0.6, 0.9], SliceThickness=3.0)
+    image = read_dicom_series(paths, "series")
+    assert image.array.shape == (1, 3, 2, 3)
+    assert image.affine is None
+    assert image.spacing == (0.9, 0.6, 3.0)
+    np.testing.assert_array_equal(image.array[0, :, :, 0], (np.arange(6).reshape(2, 3) + 10).T)
+    assert image.array[0, 0, 0].tolist() == [10, 20, 30]
+
+
+def test_series_without_slice_gap_has_no_spacing(tmp_path):
+    image = read_dicom_series(_unpositioned_series(tmp_path, PixelSpacing=[1, 1]), "series")
+    assert image.spacing is None  # InstanceNumber gaps are not millimetres
+
+
+def test_series_of_mixed_orientations_is_refused(tmp_path):
+    from pydicom.uid import generate_uid
+
+    series, paths = generate_uid(), []
+    for i, orientation in enumerate(([1, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, -1])):
+        paths.append(
+            write_dicom(
+                tmp_path / f"o{i}.dcm",
+                np.zeros((4, 4), np.uint16),
+                SeriesInstanceUID=series,
+                ImagePositionPatient=[0, 0, float(i)],
+                ImageOrientationPatient=orientation,
+                PixelSpacing=[1, 1],
+            )
+        )
+    with pytest.raises(ImageReadError, match=r"scout: slices .* differ in ImageOrientationPatient"):
+        read_dicom_series(paths, "scout")
 
 
 def test_no_patient_attribute_in_metadata(tmp_path):

@@ -88,3 +88,54 @@ def test_bad_preset_fields_are_named():
         get_preset("cxr", sise=3)
     with pytest.raises(ConfigError, match="'intensity'"):
         get_preset("cxr", intensity="log")
+
+
+def test_3d_shrinking_is_anti_aliased():
+    board = np.where(np.indices((30, 30, 30)).sum(0) % 2, 1000.0, -1000.0)[None]
+    out = _run(_image(board), PRESETS["ct"], channels=1, dims=3, native=(10, 10, 10))
+    assert float((out - 0.5).abs().max()) < 0.03  # plain trilinear gives the 0/1 board back
+
+
+def test_spacing_is_recorded_and_checked():
+    assert '"spacing": [1.5, 1.5, 2.0]' in get_preset("ct", spacing=[1.5, 1.5, 2]).to_json()
+    assert '"spacing": null' in get_preset("ct").to_json()
+    with pytest.raises(ConfigError, match=r"'spacing': \[1, 0, 1\] is not three positive"):
+        get_preset("ct", spacing=[1, 0, 1])
+    auto = get_preset("auto", spacing=(2, 2, 2))
+    assert resolve_auto(auto, _image(np.zeros((1, 2, 2, 2)), modality="CT")).spacing == (2, 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("preset_spacing", "card_spacing", "image_spacing", "expected"),
+    [
+        ((2.0, 2.0, 2.0), (1.0, 1.0, 1.0), (0.5, 0.5, 3.0), (2.0, 2.0, 2.0)),  # preset wins
+        (None, (1.0, 1.0, 1.0), (0.5, 0.5, 3.0), (1.0, 1.0, 1.0)),  # else the card's
+        (None, None, (0.5, 0.5, 3.0), None),  # nobody asks
+        ((2.0, 2.0, 2.0), None, None, None),  # the image does not know its spacing
+        ((0.5, 0.5, 3.0), None, (0.5, 0.5, 3.0), None),  # already there
+    ],
+)
+def test_volumes_are_resampled_to_the_asked_spacing(
+    monkeypatch, caplog, preset_spacing, card_spacing, image_spacing, expected
+):
+    from medfound.io import presets
+
+    calls = []
+
+    def spy(tensor, spacing, target):
+        calls.append((tuple(tensor.shape), tuple(spacing), tuple(target)))
+        return presets.resize_volume(tensor, (6, 6, 6))
+
+    monkeypatch.setattr(presets, "resample_to_spacing", spy)
+    image = _image(np.zeros((1, 8, 8, 4)), spacing=image_spacing)
+    out = preprocess(
+        image,
+        get_preset("ct", spacing=preset_spacing),
+        spatial_dims=3,
+        channels=1,
+        native_size=(4, 4, 4),
+        native_spacing=card_spacing,
+    )
+    assert out.shape == (1, 4, 4, 4)
+    assert calls == ([((1, 8, 8, 4), image_spacing, expected)] if expected else [])
+    assert ("spacing unknown" in caplog.text) == (preset_spacing is not None and not image_spacing)

@@ -1,8 +1,11 @@
+import dataclasses
+import math
+
 import pytest
 import torch
 
 from medfound.errors import ConfigError
-from medfound.methods.simclr_views import SimCLRViews, ViewConfig, preset_views
+from medfound.methods.simclr_views import SimCLRViews, ViewConfig, ViewParams, preset_views
 
 OFF = {
     "flip_p": 0.0,
@@ -63,3 +66,101 @@ def test_unknown_preset_or_field():
         preset_views("ct")
     with pytest.raises(ConfigError, match="blur_sigmaa"):
         preset_views("path", blur_sigmaa=(1, 2))
+
+
+@pytest.mark.parametrize("preset", ["path", "cxr"])
+def test_recorded_parameters_replay_the_seeded_views_without_a_seed(preset):
+    images = _images(side=40)
+    config = preset_views(preset, image_size=32)
+    views, params = SimCLRViews(config)(images, seed=7, return_params=True)
+    torch.testing.assert_close(views, SimCLRViews(config)(images, seed=7), atol=0, rtol=0)
+    torch.manual_seed(12345)  # another random state: a replay must not depend on it
+    state = torch.random.get_rng_state()
+    replay = SimCLRViews(config).apply(images, params)  # a fresh module: params carry everything
+    torch.testing.assert_close(replay, views, atol=0, rtol=0)
+    assert torch.equal(torch.random.get_rng_state(), state)  # and a replay draws nothing
+    expected = ["crop", "flip", "color", "grayscale", "blur"]
+    if preset == "cxr":
+        expected = ["equalize", "elastic", "rotation", *expected]
+    assert list(params.steps) == expected
+
+
+def test_parameters_are_drawn_per_view_and_drive_the_replay():
+    images = _images(n=3, side=40)
+    config = preset_views("cxr", image_size=32, rotation_p=1.0)
+    aug = SimCLRViews(config)
+    views, params = aug(images, seed=0, return_params=True)
+    n = 2 * images.shape[0]  # views: [view-1; view-2]
+    steps = params.steps
+    assert steps["elastic"]["noise"].shape == (n, 2, 40, 40)
+    assert steps["rotation"]["degrees"].shape == (n,)
+    assert steps["rotation"]["degrees"].abs().max() <= 20.0
+    assert steps["crop"]["src"].shape == (n, 4, 2)  # each view's own crop corners
+    for name in ("elastic", "rotation", "crop", "flip", "grayscale"):
+        assert steps[name]["batch_prob"].shape == (n,)
+    for name in ("equalize", "color", "blur"):
+        assert steps[name].chosen.max() < n and steps[name].chosen.unique().numel() == len(
+            steps[name].chosen
+        )
+    assert steps["color"].factors.shape == (len(steps["color"].chosen), 4)
+    assert steps["blur"].sigma.shape == steps["blur"].chosen.shape
+    # the replay follows the parameters: toggling view 0's flip changes view 0 and nothing else
+    toggled = dict(steps["flip"], batch_prob=steps["flip"]["batch_prob"].clone())
+    toggled["batch_prob"][0] = 1 - toggled["batch_prob"][0]
+    edited = aug.apply(images, ViewParams(params.input_shape, {**steps, "flip": toggled}))
+    assert not torch.allclose(edited[0], views[0])
+    torch.testing.assert_close(edited[1:], views[1:], atol=0, rtol=0)
+
+
+def test_parameters_for_other_images_are_refused():
+    aug = SimCLRViews(preset_views("path", image_size=32))
+    _, params = aug(_images(n=4), seed=0, return_params=True)
+    with pytest.raises(ValueError, match=r"drawn for images \(4, 3, 32, 32\)"):
+        aug.apply(_images(n=2), params)
+
+
+INVALID = [
+    ("image_size", 8),
+    ("image_size", 32.5),
+    ("crop_scale", (0.5, 0.1)),
+    ("crop_scale", (0.0, 1.0)),
+    ("crop_scale", (0.5, 1.5)),
+    ("crop_ratio", (4 / 3, 3 / 4)),
+    ("crop_ratio", (0.75,)),
+    ("flip_p", 1.5),
+    ("color_strength", -1.0),
+    ("color_p", -0.1),
+    ("grayscale_p", 2),
+    ("blur_p", math.nan),
+    ("blur_sigma", (2.0, 0.1)),
+    ("blur_sigma", (-1.0, 2.0)),
+    ("rotation_degrees", -5.0),
+    ("rotation_p", "0.5"),
+    ("equalize_p", 1.01),
+    ("elastic_p", -1),
+    ("elastic_alpha", -0.5),
+    ("elastic_sigma", 0.0),
+]
+
+
+def test_every_field_has_an_invalid_case():
+    assert {name for name, _ in INVALID} == {f.name for f in dataclasses.fields(ViewConfig)}
+
+
+@pytest.mark.parametrize(("field", "value"), INVALID)
+def test_invalid_values_are_refused_naming_the_field(field, value):
+    for make in (
+        lambda: ViewConfig(**{field: value}),
+        lambda: preset_views("cxr", **{field: value}),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            make()
+        message = str(caught.value)
+        assert message.startswith(f"{field} must") and message.endswith(f"got {value!r}")
+
+
+def test_boundary_values_are_accepted_and_pairs_stored_as_tuples():
+    config = ViewConfig(
+        image_size=16, flip_p=0.0, blur_p=1.0, crop_scale=[1, 1], rotation_degrees=0.0
+    )
+    assert config.crop_scale == (1.0, 1.0) and config == dataclasses.replace(config)

@@ -5,38 +5,63 @@ from medfound.errors import UnknownModelError, WeightsError
 from medfound.models import build_model, get_card, list_models, load_model
 from medfound.models.unet3d import UNet3D
 
-REGISTERED = [c.name for c in sorted(list_models(), key=lambda c: c.architecture)]
+REGISTERED = [c.name for c in list_models()]
+# A real forward for one card per architecture; every card is checked on the meta device.
+ONE_PER_ARCHITECTURE = list({c.architecture: c.name for c in list_models()}.values())
 GENERIC = ["timm:resnet18", "monai:resnet10", "monai:densenet121", "simclr:r50x2"]
-_built: dict[str, torch.nn.Module] = {}
-
-
-def _model(name):
-    card = get_card(name)
-    key = f"{card.family}:{card.architecture}"
-    if key not in _built:  # cards that share an architecture share one (slow) build
-        _built.clear()
-        _built[key] = build_model(card)
-    model = _built[key]
-    model.card = card
-    return model
 
 
 def test_registry_has_the_documented_models():
     expected = (
-        {f"{m}-{w}-remedis-{i}" for m in ("cxr", "path") for w in ("50x1", "152x2") for i in "sm"}
-        | {f"bit-{i}-r{w}" for i in "sm" for w in ("50x1", "152x2")}
-        | {"genesis-chest-ct"}
+        {
+            f"resnetv2_{w}_bit.remedis_{m}_{i}"
+            for m in ("cxr", "path")
+            for w in ("50x1", "152x2")
+            for i in "sm"
+        }
+        | {f"resnetv2_{w}_bit.bit_{i}" for i in ("s_in1k", "m_in21k") for w in ("50x1", "152x2")}
+        | {"unet3d_genesis.chest_ct"}
     )
     assert expected == set(REGISTERED)
     assert get_card("cxr-50x1-remedis-m").input_size == 448
     assert get_card("path-152x2-remedis-s").embedding_dim == 4096
 
 
-@pytest.mark.parametrize("name", REGISTERED + GENERIC)
+def _built_architecture(network: torch.nn.Module) -> str:
+    """The architecture the built network itself reports, independent of the card."""
+    if isinstance(network, UNet3D):
+        return "unet3d-genesis"  # medfound's own network, its one architecture
+    return network.pretrained_cfg["architecture"]  # what timm says it created
+
+
+@pytest.mark.parametrize("card", list_models(), ids=lambda card: card.name)
+def test_every_card_describes_its_own_network(card):
+    # Each card's own build, on the meta device: shapes without memory or arithmetic, so the
+    # 152x2 networks cost nothing and run at the card's full input size.
+    with torch.device("meta"):
+        model = build_model(card)
+        size = card.input_size
+        size = size if isinstance(size, tuple) else (size,) * card.spatial_dims
+        x = torch.empty(2, card.in_channels, *size)
+        embedding = model(x)
+        stages = model.forward_stages(x)
+    assert model.card is card
+    assert _built_architecture(model.network) == card.architecture
+    conv = (torch.nn.Conv2d, torch.nn.Conv3d)[card.spatial_dims - 2]
+    first = next(m for m in model.network.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
+    assert isinstance(first, conv) and first.in_channels == card.in_channels
+    assert embedding.shape == (2, card.embedding_dim)
+    assert stages[-1].shape[:2] == (2, card.embedding_dim) and stages[-1].ndim == 2 + len(size)
+    assert len(stages) == len(model.stage_names)
+    contract = (1, card.in_channels) + (1,) * card.spatial_dims  # normalisation per input channel
+    assert model.input_mean.shape == model.input_std.shape == contract
+
+
+@pytest.mark.parametrize("name", ONE_PER_ARCHITECTURE + GENERIC)
 def test_every_model_builds_with_documented_embedding(name):
     card = get_card(name)
-    model = _model(name)
-    size = (16, 16, 8) if card.spatial_dims == 3 else (64, 64)
+    model = build_model(card)
+    size = (16, 16, 8) if card.spatial_dims == 3 else (32, 32)
     if card.family == "monai":
         size = (32, 32, 32)
     x = torch.rand(2, card.in_channels, *size)
@@ -60,7 +85,7 @@ def test_genesis_unet_parameter_counts():
 
 
 def test_bit_model_maps_unit_input_to_minus_one_one():
-    model = _model("cxr-50x1-remedis-m")
+    model = build_model(get_card("cxr-50x1-remedis-m"))
     x = torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1)
     assert model.normalise(x).flatten().tolist() == [-1.0, 0.0, 1.0]
 

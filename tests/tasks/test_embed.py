@@ -1,6 +1,7 @@
 import csv
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -107,20 +108,6 @@ def test_resume_after_a_crash_embeds_only_the_rest(tmp_path, monkeypatch):
     assert not (tmp_path / "e.parquet.parts").exists()
 
 
-def test_resume_with_another_model_is_refused(tmp_path):
-    image_folder(tmp_path / "imgs", n=2)
-    out = tmp_path / "e.parquet"
-    embed([tmp_path / "imgs"], out, model_name=TINY, random_init=True, options=_options())
-    with pytest.raises(ConfigError, match="holds embeddings of another run"):
-        embed(
-            [tmp_path / "imgs"],
-            out,
-            model_name="timm:resnet34",
-            random_init=True,
-            options=_options(),
-        )
-
-
 def test_pool_none_keeps_feature_maps(tmp_path):
     image_folder(tmp_path / "imgs", n=2)
     out = tmp_path / "maps.parquet"
@@ -150,19 +137,73 @@ def test_csv_input(tmp_path):
         embed([tmp_path / "bad.csv"], out, model_name=TINY, random_init=True, options=_options())
 
 
-def test_no_patient_identifier_in_outputs_or_logs(tmp_path, caplog):
+def _uids(folder):
+    import pydicom
+
+    found = set()
+    for path in folder.glob("*.dcm"):
+        if path.name.startswith("bad"):
+            continue
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        found |= {str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)}
+    return found
+
+
+def test_no_patient_identifier_or_uid_in_outputs_or_logs(tmp_path, caplog):
     folder = tmp_path / "dicom"
     folder.mkdir()
     write_dicom(folder / "a.dcm", np.arange(64, dtype=np.uint16).reshape(8, 8), modality="CR")
     (folder / "bad.dcm").write_bytes(b"DICM" * 10)
     out = tmp_path / "e.parquet"
-    with caplog.at_level(logging.INFO, logger="medfound"):
+    with caplog.at_level(logging.DEBUG, logger="medfound"):
         summary = embed([folder], out, model_name=TINY, random_init=True, options=_options())
     assert summary.embedded == 1
-    blob = out.read_bytes().decode("latin-1") + caplog.text + repr(summary)
-    for value in PHI.values():
-        assert value not in blob
-    assert "a.dcm#1." in _table(out)["source_id"][0]  # path + SOPInstanceUID
+    secrets = [*PHI.values(), *_uids(folder)]
+    blobs = [out.read_bytes().decode("latin-1"), repr(_table(out)), caplog.text, repr(summary)]
+    blobs.append(repr(pq.read_schema(out).metadata))
+    for secret in secrets:
+        assert not any(secret in blob for blob in blobs), secret
+    source_id = _table(out)["source_id"][0]
+    assert re.fullmatch(re.escape(str(folder / "a.dcm")) + r"#sop=[0-9a-f]{24}", source_id)
+
+
+def test_uid_hashes_are_stable_keyed_and_kept_only_when_asked(tmp_path, monkeypatch):
+    (tmp_path / "d").mkdir()
+    write_dicom(tmp_path / "d" / "a.dcm", np.ones((8, 8), np.uint16), modality="CR")
+    ids = {}
+    for name, keep in (("first", False), ("again", False), ("kept", True)):
+        out = tmp_path / f"{name}.parquet"
+        embed(
+            [tmp_path / "d"],
+            out,
+            model_name=TINY,
+            random_init=True,
+            options=_options(keep_uids=keep),
+        )
+        ids[name] = _table(out)["source_id"][0]
+    assert ids["first"] == ids["again"]  # the installation salt is stable: resume and joins work
+    import pydicom
+
+    sop = str(pydicom.dcmread(tmp_path / "d" / "a.dcm").SOPInstanceUID)
+    assert ids["kept"].endswith(f"#sop={sop}") and sop not in ids["first"]
+    monkeypatch.setenv("MEDFOUND_UID_SALT", "another-salt-of-this-site")
+    with pytest.raises(ConfigError, match="holds embeddings of another run"):
+        embed(
+            [tmp_path / "d"],
+            tmp_path / "first.parquet",
+            model_name=TINY,
+            random_init=True,
+            options=_options(),
+        )
+    embed(
+        [tmp_path / "d"],
+        tmp_path / "salted.parquet",
+        model_name=TINY,
+        random_init=True,
+        options=_options(),
+    )
+    salted = _table(tmp_path / "salted.parquet")["source_id"][0]
+    assert salted != ids["first"] and sop not in salted
 
 
 def test_ct_volume_with_genesis(tmp_path):
@@ -204,7 +245,9 @@ def test_dicom_series_folder_is_one_volume_for_3d_models(tmp_path):
         random_init=True,
         options=_options(image_size=8),
     )
-    assert _table(out)["path"] == [f"{tmp_path / 's'}#series={series}"]
+    (path,) = _table(out)["path"]
+    assert re.fullmatch(re.escape(str(tmp_path / "s")) + r"#series=[0-9a-f]{24}", path)
+    assert series not in path
 
 
 def _cli(*args):
@@ -292,3 +335,63 @@ def test_torchrun_two_ranks_shard_and_merge(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     table = _table(out)
     assert sorted(table["path"]) == sorted(str(p) for p in (tmp_path / "imgs").glob("*.png"))
+
+
+@pytest.mark.parametrize(
+    ("model", "change"),
+    [
+        ("timm:resnet34", {}),
+        (TINY, {"precision": "bf16"}),
+        (TINY, {"dicom_series": True}),
+        (TINY, {"keep_uids": True}),
+    ],
+)
+def test_resume_refuses_rows_computed_another_way(tmp_path, model, change):
+    image_folder(tmp_path / "imgs", n=2)
+    out = tmp_path / "e.parquet"
+    embed([tmp_path / "imgs"], out, model_name=TINY, random_init=True, options=_options())
+    with pytest.raises(ConfigError, match="holds embeddings of another run"):
+        embed(
+            [tmp_path / "imgs"],
+            out,
+            model_name=model,
+            random_init=True,
+            options=_options(**change),
+        )
+
+
+def test_resume_from_another_folder_or_with_absolute_paths_finds_what_is_done(
+    tmp_path, monkeypatch
+):
+    image_folder(tmp_path / "data" / "imgs", n=3)
+    monkeypatch.chdir(tmp_path / "data")
+    out = tmp_path / "e.parquet"
+    embed(["imgs"], out, model_name=TINY, random_init=True, options=_options())
+    monkeypatch.chdir(tmp_path)
+    again = embed(["data/imgs"], out, model_name=TINY, random_init=True, options=_options())
+    absolute = embed(
+        [tmp_path / "data" / "imgs"], out, model_name=TINY, random_init=True, options=_options()
+    )
+    assert again.embedded == absolute.embedded == 0
+    assert again.already_done == absolute.already_done == 3
+    assert len(_table(out)["path"]) == 3
+    assert all(os.path.isabs(p) for p in _table(out)["path"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("chunk_rows", 0, "--chunk-rows must be >= 1"),
+        ("image_size", -32, "--image-size must be >= 1"),
+        ("batch_size", 0, "--batch-size must be >= 1"),
+    ],
+)
+def test_impossible_options_are_refused_by_name(tmp_path, field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        embed(
+            [tmp_path],
+            tmp_path / "e.parquet",
+            model_name=TINY,
+            random_init=True,
+            options=_options(**{field: value}),
+        )

@@ -33,7 +33,11 @@ def test_onnx_parity_with_pytorch(tmp_path, bit):
         assert np.abs(onnx_out - torch_out.numpy()).max() <= 1e-4 * scale
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     card = json.loads(props["medfound_card"])
-    assert card["name"] == "cxr-50x1-remedis-m" and card["input_mean"] == [0.5, 0.5, 0.5]
+    assert card["name"] == "resnetv2_50x1_bit.remedis_cxr_m" and card["input_mean"] == [
+        0.5,
+        0.5,
+        0.5,
+    ]
     assert props["weights_sha256"] == "random-init"
 
 

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -250,3 +251,56 @@ def test_compiled_training_follows_the_eager_run(tiles, tmp_path):
     losses = [[row["loss"] for row in _metrics(tmp_path / run)] for run in ("eager", "compiled")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
     load_model("timm:test_resnet", tmp_path / "compiled" / "encoder.safetensors")  # plain names
+
+
+def _all_text(path) -> str:
+    """A file's bytes as text, plus the members of a zip (TorchScript, torch checkpoints)."""
+    import zipfile
+
+    text = path.read_bytes().decode("latin-1")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            text += "".join(archive.read(n).decode("latin-1") for n in archive.namelist())
+    return text
+
+
+def test_shared_files_carry_no_path_and_no_identifier(tmp_path):
+    """Weight files are made to be shared: no training-data path (MIMIC-style folders are subject
+    and study ids), no run folder, no identifying DICOM attribute; paths stay in config.yaml."""
+    import numpy as np
+    import pydicom
+
+    from medfound.tasks.export import export_model
+    from tests.factories import PHI, write_dicom
+
+    data = tmp_path / "files" / "p10" / "p10000032" / "s50414267"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        pixels = rng.integers(0, 4096, (40, 40)).astype(np.uint16)
+        write_dicom(data / f"view{i}.dcm", pixels, modality="CR", bits=12)
+    uids = set()
+    for path in data.glob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        uids |= {str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)}
+    run = tmp_path / "runs" / "subject-p10000032"
+    overrides = {**TINY, "data": [str(data)], "max_steps": 2, "tensorboard": True}
+    pretrain_simclr(run, overrides=overrides)
+    model = load_model("timm:test_resnet", run / "encoder.safetensors")
+    exported = [
+        export_model(model, tmp_path / "shared" / f"encoder.{suffix}", fmt, image_size=32)
+        for fmt, suffix in (("onnx", "onnx"), ("torchscript", "pt"), ("safetensors", "st"))
+    ]
+    secrets = [str(data), "p10000032", "s50414267", str(tmp_path), *PHI.values(), *uids]
+    shared = [p for p in run.rglob("*") if p.is_file() and p.name != "config.yaml"]
+    assert {p.name for p in shared} >= {"encoder.safetensors", "metrics.csv", "metrics.jsonl"}
+    assert any(p.suffix == ".pt" for p in shared) and any("tfevents" in p.name for p in shared)
+    for path in [*shared, *map(Path, exported)]:
+        text = _all_text(path)
+        found = [s for s in secrets if s in text]
+        assert not found, f"{path.name} carries {found}"
+    assert str(data) in (run / "config.yaml").read_text()  # the run folder keeps its paths
+    with safe_open(str(run / "encoder.safetensors"), framework="pt") as fh:
+        provenance = json.loads(fh.metadata()["medfound_pretraining"])
+    assert provenance["data"]["images"] == 8 and len(provenance["data"]["fingerprint"]) == 64
+    assert provenance["init"] == "random" and "data" not in provenance["config"]

@@ -34,6 +34,11 @@ def embed_command(
     precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 (autocast)"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model"),
     chunk_rows: int = typer.Option(256, "--chunk-rows", help="Rows per crash-safe chunk on disk"),
+    keep_uids: bool = typer.Option(
+        False,
+        "--keep-uids",
+        help="Keep DICOM instance/series UIDs in ids (default: keyed hashes, MEDFOUND_UID_SALT)",
+    ),
 ) -> None:
     """Embed images with a foundation model into a Parquet file, one row per image."""
     from medfound.tasks.embed import EmbedOptions, embed
@@ -48,6 +53,7 @@ def embed_command(
         precision=precision,
         compile=compile,
         chunk_rows=chunk_rows,
+        keep_uids=keep_uids,
     )
     summary = embed(
         [str(p) for p in inputs],

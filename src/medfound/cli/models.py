@@ -12,17 +12,26 @@ console = Console()
 
 @app.callback(invoke_without_command=True)
 @handles_errors
-def list_all(ctx: typer.Context) -> None:
-    """List every registered model (timm:NAME and monai:NAME reach any other)."""
+def list_all(
+    ctx: typer.Context,
+    pattern: str | None = typer.Option(
+        None, "--filter", "-f", help="Shell wildcards on names or aliases, e.g. 'resnetv2_50x1*'"
+    ),
+) -> None:
+    """List the registered models (timm:NAME and monai:NAME reach any other)."""
     if ctx.invoked_subcommand is not None:
         return
+    from medfound.errors import UnknownModelError
     from medfound.models import list_models
 
+    cards = list_models(pattern)
+    if not cards:
+        raise UnknownModelError(f"no registered model matches {pattern!r}")
     table = Table(title="medfound models (plus timm:NAME, monai:NAME)")
     table.add_column("name", no_wrap=True)
     for column in ("modality", "input", "embedding", "preset", "weights from"):
         table.add_column(column)
-    for card in list_models():
+    for card in cards:
         size = card.input_size
         size = "x".join(map(str, size)) if isinstance(size, tuple) else f"{size}x{size}"
         source = card.weights_source.split(",")[0].split(":")[0].split("(")[0]
@@ -37,6 +46,7 @@ def show(
 ) -> None:
     """Print one model's card."""
     from medfound.models import get_card
+    from medfound.models.registry import aliases_of
 
     card = get_card(name)
     table = Table(show_header=False, title=card.name)
@@ -44,4 +54,5 @@ def show(
     table.add_column()
     for key, value in card.to_dict().items():
         table.add_row(key, str(value))
+    table.add_row("aliases", ", ".join(aliases_of(card.name)) or "-")
     console.print(table)

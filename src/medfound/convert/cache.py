@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from medfound.convert.savedmodel import bundle_prefix
-from medfound.models.weights import update_digest
+from medfound.files import update_digest
 
 
 def cache_dir() -> Path:

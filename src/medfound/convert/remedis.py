@@ -158,7 +158,7 @@ def convert_remedis(
     only if none is found is BiT's "symmetric" assumed. The decision and how it was made are stored
     in the file's metadata.
     """
-    from medfound.convert.contract import detect_input_range, tensorflow_available
+    from medfound.convert.tf_comparison import detect_input_range, tensorflow_available
 
     if network_input not in ("auto", "unit", "symmetric"):
         raise WeightsError(f"network input must be auto, unit or symmetric, got {network_input!r}")

@@ -7,10 +7,14 @@ from medfound.data.sources import ImageSource
 from medfound.errors import MedfoundError
 from medfound.io.presets import Preset, preprocess, resolve_auto
 from medfound.io.readers import read_image
+from medfound.privacy import UidPolicy, uid_policy
 
 
 class ImageDataset(Dataset):
-    """Items are dicts: {index, source, tensor, source_id, modality, preset} or {index, source, error}."""
+    """Items are dicts: {index, source, tensor, source_id, modality, preset} or {index, source, error}.
+
+    The keyword arguments after `preset` are the model's shape (`ModelCard.preprocess_args()`).
+    """
 
     def __init__(
         self,
@@ -20,13 +24,17 @@ class ImageDataset(Dataset):
         spatial_dims: int,
         channels: int,
         native_size,
+        native_spacing: tuple[float, ...] | None = None,
+        uids: UidPolicy | None = None,
     ):
         self.sources = sources
+        self.uids = uids or uid_policy()  # resolved here: workers must not each read the salt
         self.preset = preset
         self.shape_args = {
             "spatial_dims": spatial_dims,
             "channels": channels,
             "native_size": native_size,
+            "native_spacing": native_spacing,
         }
 
     def __len__(self) -> int:
@@ -35,7 +43,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         source = self.sources[index]
         try:
-            image = read_image(source.target, source_id=None)
+            image = read_image(source.target, source_id=None, uids=self.uids)
             tensor = preprocess(image, self.preset, **self.shape_args)
         except MedfoundError as exc:
             return {"index": index, "source": source.id, "error": str(exc)}

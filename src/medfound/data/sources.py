@@ -9,13 +9,15 @@ from pathlib import Path
 from medfound.errors import ConfigError
 from medfound.io.dicom import is_dicom_file, series_key
 from medfound.io.readers import is_supported
+from medfound.privacy import UidPolicy, uid_policy
 
 
 @dataclass(frozen=True)
 class ImageSource:
     """One image to read: a file, or the files of one DICOM series (read as a volume).
 
-    `id` is what outputs and resume use: the file's path, or `<folder>#series=<SeriesInstanceUID>`.
+    `id` is what outputs and resume use: the file's resolved path, or `<folder>#series=<ID>` where ID
+    is the SeriesInstanceUID as the UID policy shows it (a keyed hash unless kept; privacy.py).
     """
 
     id: str
@@ -28,19 +30,20 @@ class ImageSource:
 
 
 def collect_sources(
-    inputs: Iterable[str | Path], group_series: bool = False
+    inputs: Iterable[str | Path], group_series: bool = False, uids: UidPolicy | None = None
 ) -> tuple[list[ImageSource], list[tuple[str, str]]]:
     """Expand inputs into image sources, in a stable order.
 
     Folders are searched recursively for supported files (hidden files skipped); a `.csv` input lists
-    images in its `path` column (relative paths are relative to the CSV). With `group_series`, DICOM
-    files of a folder that share a SeriesInstanceUID become one volume source.
+    images in its `path` column (relative paths are relative to the CSV). Paths are resolved
+    (absolute, symlinks followed), so the same file has the same id from any working folder. With
+    `group_series`, DICOM files of a folder that share a SeriesInstanceUID become one volume source.
     Returns the sources and the (input, reason) pairs of inputs that do not exist or are not images.
     """
     files: list[Path] = []
     problems: list[tuple[str, str]] = []
     for item in inputs:
-        path = Path(item)
+        path = Path(item).resolve()
         if path.is_dir():
             files.extend(
                 p
@@ -58,7 +61,7 @@ def collect_sources(
     unique = list(dict.fromkeys(files))
     if not group_series:
         return [ImageSource(str(p), (p,)) for p in unique], problems
-    return _group_dicom_series(unique), problems
+    return _group_dicom_series(unique, uids or uid_policy()), problems
 
 
 def _csv_paths(csv_path: Path) -> list[Path]:
@@ -67,10 +70,10 @@ def _csv_paths(csv_path: Path) -> list[Path]:
         if reader.fieldnames is None or "path" not in reader.fieldnames:
             raise ConfigError(f"{csv_path}: needs a 'path' column, has {reader.fieldnames}")
         rows = [row["path"] for row in reader if row["path"]]
-    return [p if p.is_absolute() else csv_path.parent / p for p in map(Path, rows)]
+    return [(p if p.is_absolute() else csv_path.parent / p).resolve() for p in map(Path, rows)]
 
 
-def _group_dicom_series(files: list[Path]) -> list[ImageSource]:
+def _group_dicom_series(files: list[Path], uids: UidPolicy) -> list[ImageSource]:
     groups: dict[tuple[Path, str], list[Path]] = defaultdict(list)
     order: list[tuple[Path, str] | Path] = []
     for path in files:
@@ -94,5 +97,5 @@ def _group_dicom_series(files: list[Path]) -> list[ImageSource]:
             sources.append(ImageSource(str(groups[entry][0]), tuple(groups[entry])))
         else:
             folder, uid = entry
-            sources.append(ImageSource(f"{folder}#series={uid}", tuple(groups[entry])))
+            sources.append(ImageSource(f"{folder}#series={uids(uid)}", tuple(groups[entry])))
     return sources

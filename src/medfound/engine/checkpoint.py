@@ -1,11 +1,13 @@
 """Training checkpoints: atomic files holding everything needed to continue exactly.
 
-A checkpoint is `RUN_DIR/checkpoints/step-00001234.pt`, written to a temporary file and renamed, so a
-run killed at any moment (SIGKILL included) leaves only complete checkpoints. It stores what the caller
-passes (model, optimiser, scheduler, step, data position) plus every random-number state (Python,
-NumPy, torch CPU and CUDA), and is read back with `weights_only=True`.
+A checkpoint is `RUN_DIR/checkpoints/step-00001234.pt`, written to a temporary file, fsync'ed and
+renamed (files.atomic_write), so a run killed at any moment (SIGKILL, power loss) leaves only complete
+checkpoints. It stores what the caller passes (engine/train_state.py: model, optimiser, scheduler,
+data position, every rank's random-number states) and is read back with `weights_only=True`. Should the
+newest one still be unreadable (a disk fault), `load_newest_checkpoint` falls back to the one before.
 """
 
+import logging
 import random
 import re
 from pathlib import Path
@@ -14,7 +16,9 @@ import numpy as np
 import torch
 
 from medfound.errors import WeightsError
-from medfound.models.weights import atomic_write
+from medfound.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"step-(\d{8})\.pt")
 
@@ -58,9 +62,9 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 
 
 def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int = 2) -> Path:
-    """Write `state` (plus RNG states) for `step` atomically; keep the newest `keep` checkpoints."""
+    """Write `state` for `step` atomically; keep the newest `keep` checkpoints."""
     path = checkpoint_path(run_dir, step)
-    payload = {**state, "step": step, "rng": rng_state()}
+    payload = {**state, "step": step}
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
@@ -76,12 +80,27 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def load_checkpoint(path: Path, restore_random: bool = True) -> dict:
-    """Read a checkpoint (weights_only) and, by default, restore the random-number states."""
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint (weights_only); WeightsError naming the file when it cannot be read."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if restore_random:
-        restore_rng(state["rng"])
-    return state
+
+
+def load_newest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
+    """The newest readable checkpoint of a run and its state (None when there is none).
+
+    An unreadable newest file is reported and the previous one used; only when none can be read is
+    that an error (listing each file's reason).
+    """
+    failures = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except WeightsError as exc:
+            log.warning("%s; falling back to the checkpoint before it", exc)
+            failures.append(str(exc))
+    if failures:
+        raise WeightsError(f"{run_dir}: no readable checkpoint: " + "; ".join(failures))
+    return None

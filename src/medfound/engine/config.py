@@ -13,9 +13,21 @@ from typing import Any, TypeVar
 import yaml
 
 from medfound.errors import ConfigError
+from medfound.files import atomic_write
 
 T = TypeVar("T")
 CONFIG_NAME = "config.yaml"  # where a run keeps its resolved config
+HELP = "help"  # a field's metadata key: the one line the CLI shows for it
+
+
+def setting(default: Any, help: str) -> Any:
+    """A config field with its default and help text (the CLI's options are generated from these).
+
+    A callable default (list, dict) is a factory, as dataclasses need for mutable values.
+    """
+    if callable(default):
+        return dataclasses.field(default_factory=default, metadata={HELP: help})
+    return dataclasses.field(default=default, metadata={HELP: help})
 
 
 def _check(value: Any, annotation: Any, where: str) -> Any:
@@ -91,8 +103,6 @@ def load_config(cls: type[T], path: str | Path | None = None, **overrides) -> T:
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (tuples as lists), atomically."""
-    from medfound.models.weights import atomic_write
-
     text = yaml.safe_dump(_plain(dataclasses.asdict(config)), sort_keys=False)
     atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
@@ -116,15 +126,16 @@ def resolve_run_config(
 ) -> T:
     """The config of a run in `run_dir`.
 
-    A new run: defaults, then `config_file`, then `overrides` (None values mean 'not given'); refused
-    if `run_dir` already holds one. A resumed run: the config saved in `run_dir/config.yaml`; an
-    override may only change the fields in `may_change` (devices, logging, checkpoint cadence), since
-    anything else would make the continuation differ from the run that was started.
+    A new run: defaults, then `config_file`, then `overrides` (None values mean 'not given'). A resumed
+    run: the config saved in `run_dir/config.yaml`; an override may only change the fields in
+    `may_change` (devices, logging, checkpoint cadence), since anything else would make the
+    continuation differ from the run that was started. The folder itself is claimed (and checked
+    again) by the training loop: engine/run_folder.py.
     """
     saved = Path(run_dir) / CONFIG_NAME
     overrides = overrides or {}
     if not resume:
-        if saved.exists():
+        if saved.exists():  # said early, before models are loaded; the loop checks again
             raise ConfigError(
                 f"{run_dir} already holds a run ({saved.name}); pass --resume to continue it "
                 "or choose another --out"
@@ -134,16 +145,20 @@ def resolve_run_config(
         raise ConfigError(f"--resume: {run_dir} holds no run to continue (no {saved.name})")
     if config_file is not None:
         raise ConfigError(f"--resume continues with {saved}; do not pass --config as well")
-    original = load_config(cls, saved)
     config = load_config(cls, saved, **overrides)
+    check_resumable(load_config(cls, saved), config, may_change, saved)
+    return config
+
+
+def check_resumable(original, config, may_change: frozenset[str], where: Path) -> None:
+    """Refuse a resumed `config` that differs from the `original` in a field outside `may_change`."""
     changed = [
         f.name
-        for f in dataclasses.fields(cls)
+        for f in dataclasses.fields(original)
         if f.name not in may_change and getattr(config, f.name) != getattr(original, f.name)
     ]
     if changed:
         raise ConfigError(
-            f"--resume: {', '.join(changed)} differ(s) from the run's {saved}; only "
+            f"--resume: {', '.join(changed)} differ(s) from the run's {where}; only "
             f"{sorted(may_change)} may change when resuming"
         )
-    return config

@@ -8,7 +8,10 @@ by a kill mid-write is dropped too.
 import csv
 import json
 import logging
+import time
 from pathlib import Path
+
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,13 @@ class MetricsLog:
         """Flush TensorBoard's event file."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+
+    def __enter__(self) -> "MetricsLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _rewrite(self, rows: list[dict]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -83,3 +93,53 @@ def _tensorboard_writer(folder: Path, resume_step: int, enabled: bool):
         return None
     # purge_step discards events after the resumed step, as the JSONL/CSV rewrite does.
     return SummaryWriter(str(folder), purge_step=resume_step or None)
+
+
+class MetricWindow:
+    """Image-weighted means of the loss and metrics since the last logged row (one per rank).
+
+    Its sums are part of the checkpoint (engine/train_state.py), so a row whose window spans a resume
+    averages every step it covers, and its rate counts the seconds before the interruption too.
+    """
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.images = 0
+        self.steps = 0
+        self.seconds_before = 0.0  # seconds this window ran before a resume
+        self.started = time.perf_counter()
+
+    def add(self, values: dict[str, torch.Tensor], images: int) -> None:
+        """Add one step's scalars, weighted by the images it trained on (over all ranks)."""
+        for key, value in values.items():
+            value = value.detach().float() * images
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.images += images
+        self.steps += 1
+
+    def flush(self, ctx, device: torch.device) -> dict[str, float]:
+        """The window's means over ranks (a collective call) and its image rate; then reset."""
+        keys = sorted(self.sums)
+        means = ctx.mean(torch.stack([self.sums[k].to(device) for k in keys])) / self.images
+        seconds = self.seconds_before + time.perf_counter() - self.started
+        row = {"images_per_s": self.images / seconds, "steps_averaged": self.steps}
+        row |= dict(zip(keys, means.tolist(), strict=True))
+        self.__init__()
+        return row
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the open window (CPU tensors and numbers)."""
+        return {
+            "sums": {k: v.detach().cpu() for k, v in self.sums.items()},
+            "images": self.images,
+            "steps": self.steps,
+            "seconds": self.seconds_before + time.perf_counter() - self.started,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Reopen a window saved by `state_dict` (its sums stay on the CPU until the next add)."""
+        self.sums = dict(state["sums"])
+        self.images = int(state["images"])
+        self.steps = int(state["steps"])
+        self.seconds_before = float(state["seconds"])
+        self.started = time.perf_counter()

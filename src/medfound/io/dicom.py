@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from medfound.errors import ImageReadError
+from medfound.io.geometry import dicom_affine, slice_normal, to_canonical, voxel_spacing
 from medfound.io.image import MedicalImage
+from medfound.privacy import UidPolicy, uid_policy
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -121,13 +123,18 @@ def _safe_meta(ds) -> dict[str, str]:
     return meta
 
 
-def _source_id(path: Path, ds) -> str:
+def _source_id(path: Path, ds, uids: UidPolicy | None) -> str:
+    """`PATH#sop=ID`: the SOPInstanceUID as the policy shows it (a keyed hash unless kept)."""
     uid = ds.get("SOPInstanceUID")
-    return f"{path}#{uid}" if uid else str(path)
+    return f"{path}#sop={(uids or uid_policy())(str(uid))}" if uid else str(path)
 
 
-def read_dicom(path: Path) -> MedicalImage:
-    """Read one DICOM file. Single-frame -> (C, rows, cols); multi-frame -> (1, rows, cols, frames)."""
+def read_dicom(path: Path, uids: UidPolicy | None = None) -> MedicalImage:
+    """Read one DICOM file. Single-frame -> (C, rows, cols); multi-frame -> a (1, X, Y, Z) volume.
+
+    A multi-frame volume is in RAS+ with its affine when the file gives each frame's position
+    (enhanced CT/MR), else (columns, rows, frames) as stored (see `_multiframe_volume`).
+    """
     ds = _read_dataset(path)
     pixels = _decode_pixels(ds, path)
     modality = str(ds.get("Modality")) if ds.get("Modality") else None
@@ -141,19 +148,22 @@ def read_dicom(path: Path) -> MedicalImage:
         if frames > 1:
             raise ImageReadError(f"{path}: multi-frame colour DICOM is not supported")
         return MedicalImage(
-            np.moveaxis(rgb, -1, 0), _source_id(path, ds), modality, spacing, (0.0, 255.0), meta
+            np.moveaxis(rgb, -1, 0),
+            _source_id(path, ds, uids),
+            modality,
+            spacing,
+            (0.0, 255.0),
+            meta,
         )
     if samples != 1:
         raise ImageReadError(f"{path}: unsupported SamplesPerPixel={samples}")
     values, value_range = _gray_pipeline(pixels, ds, modality)
+    affine = None
     if frames > 1:
-        values = np.moveaxis(values, 0, -1)  # (frames, rows, cols) -> (rows, cols, frames)
-        thickness = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
-        if spacing is not None and thickness:
-            spacing = (*spacing, float(thickness))
-        elif spacing is not None:
-            spacing = None  # no reliable z spacing: say nothing rather than guess
-    return MedicalImage(values[None], _source_id(path, ds), modality, spacing, value_range, meta)
+        values, spacing, affine = _multiframe_volume(values, ds)
+    return MedicalImage(
+        values[None], _source_id(path, ds, uids), modality, spacing, value_range, meta, affine
+    )
 
 
 def series_key(path: Path) -> str | None:
@@ -167,7 +177,13 @@ def series_key(path: Path) -> str | None:
 
 
 def read_dicom_series(paths: Sequence[Path], source_id: str) -> MedicalImage:
-    """Stack the slices of one series into (1, rows, cols, slices), ordered along the slice normal."""
+    """Stack the slices of one series into a (1, X, Y, Z) volume, ordered along the slice normal.
+
+    With ImageOrientationPatient, ImagePositionPatient and PixelSpacing the volume is reoriented to
+    RAS+ and carries its affine and spacing from the slice positions. Without them the volume is
+    (columns, rows, slices) as stored, in position order (else InstanceNumber order), affine None,
+    and its slice spacing comes from SpacingBetweenSlices or SliceThickness when present.
+    """
     slices = []
     for path in paths:
         ds = _read_dataset(path)
@@ -186,14 +202,103 @@ def read_dicom_series(paths: Sequence[Path], source_id: str) -> MedicalImage:
     if len(shapes) != 1:
         raise ImageReadError(f"{source_id}: slices of one series differ in size: {sorted(shapes)}")
     first = slices[0][0]
-    spacing = _spacing_2d(first)
-    if spacing is not None and len(slices) > 1:
-        gaps = np.diff([_slice_position(ds) for ds, _ in slices])
-        z = float(np.median(np.abs(gaps))) if np.any(gaps) else first.get("SliceThickness")
-        spacing = (*spacing, float(z)) if z else None
     modality = str(first.get("Modality")) if first.get("Modality") else None
-    volume = np.stack(arrays, axis=-1)[None]
-    return MedicalImage(volume, source_id, modality, spacing, value_range, _safe_meta(first))
+    volume = np.stack([a.T for a in arrays], axis=-1)  # (i, j, k) = (columns, rows, slices)
+    affine = _series_affine([ds for ds, _ in slices], source_id)
+    if affine is None:
+        spacing = _stack_spacing(first)
+    else:
+        volume, affine = to_canonical(volume, affine)
+        spacing = voxel_spacing(affine)
+    return MedicalImage(
+        volume[None], source_id, modality, spacing, value_range, _safe_meta(first), affine
+    )
+
+
+def _series_affine(datasets: list, source_id: str) -> np.ndarray | None:
+    """RAS affine of sorted series slices, or None when a slice lacks its plane geometry."""
+    keys = ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+    if any(ds.get(key) is None for ds in datasets for key in keys):
+        return None
+    first, last = datasets[0], datasets[-1]
+    orientation = np.asarray(first.ImageOrientationPatient, float)
+    for ds in datasets:
+        if not np.allclose(np.asarray(ds.ImageOrientationPatient, float), orientation, atol=1e-4):
+            raise ImageReadError(
+                f"{source_id}: slices of one series differ in ImageOrientationPatient "
+                f"({list(orientation)} and {list(ds.ImageOrientationPatient)}): not one volume"
+            )
+    return dicom_affine(
+        orientation,
+        first.ImagePositionPatient,
+        last.ImagePositionPatient,
+        first.PixelSpacing,
+        len(datasets),
+        _slice_gap(first),
+    )
+
+
+def _multiframe_volume(values: np.ndarray, ds):
+    """(frames, rows, cols) pixels of one file -> (volume, spacing, affine).
+
+    Enhanced multi-frame files (CT, MR) state each frame's position in their functional groups: the
+    frames are then sorted along the normal and the volume reoriented to RAS+ as a series is. Other
+    multi-frame files (legacy NM, cine, ...) only give a slice gap, if any: their frames stay in file
+    order as (columns, rows, frames), affine None.
+    """
+    volume = np.transpose(values, (2, 1, 0))  # (i, j, k) = (columns, rows, frames)
+    geometry = _frame_geometry(ds, values.shape[0])
+    if geometry is not None:
+        orientation, positions, pixel_spacing = geometry
+        order = np.argsort(positions @ slice_normal(orientation), kind="stable")
+        affine = dicom_affine(
+            orientation, positions[order[0]], positions[order[-1]], pixel_spacing, len(order)
+        )
+        if affine is not None:
+            volume, affine = to_canonical(volume[..., order], affine)
+            return volume, voxel_spacing(affine), affine
+    return volume, _stack_spacing(ds), None
+
+
+def _frame_geometry(ds, frames: int):
+    """(ImageOrientationPatient, (frames, 3) positions, PixelSpacing) from the functional groups.
+
+    None unless every frame has all three (per frame, or shared) and all share one orientation and
+    pixel spacing.
+    """
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame or len(per_frame) != frames:
+        return None
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+
+    def attribute(group, sequence: str, name: str) -> list[float] | None:
+        for source in (group, shared):
+            items = source.get(sequence) if source is not None else None
+            if items and items[0].get(name) is not None:
+                return [float(v) for v in items[0].get(name)]
+        return None
+
+    orientations, positions, spacings = [], [], []
+    for group in per_frame:
+        orientations.append(attribute(group, "PlaneOrientationSequence", "ImageOrientationPatient"))
+        positions.append(attribute(group, "PlanePositionSequence", "ImagePositionPatient"))
+        spacings.append(attribute(group, "PixelMeasuresSequence", "PixelSpacing"))
+    if any(v is None for v in (*orientations, *positions, *spacings)):
+        return None
+    if not (np.allclose(orientations, orientations[0]) and np.allclose(spacings, spacings[0])):
+        return None
+    return orientations[0], np.asarray(positions), spacings[0]
+
+
+def _slice_gap(ds) -> float | None:
+    gap = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
+    return float(gap) if gap else None
+
+
+def _stack_spacing(ds) -> tuple[float, float, float] | None:
+    """(column, row, slice) spacing of a stack whose slice positions are unknown: None without a gap."""
+    spacing, gap = _spacing_2d(ds), _slice_gap(ds)
+    return (spacing[1], spacing[0], gap) if spacing is not None and gap else None
 
 
 def _slice_position(ds) -> float:

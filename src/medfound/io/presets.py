@@ -1,12 +1,14 @@
 """Per-modality preprocessing presets: MedicalImage -> model input tensor in [0, 1].
 
-A preset fixes three things: how intensities map to [0, 1], whether the image is used in colour or
-grayscale, and the size it is resized to. The model's own input contract (e.g. BiT's [-1, 1]) is applied
-later, inside the model wrapper, so every preset output is in [0, 1].
+A preset fixes how intensities map to [0, 1], whether the image is used in colour or grayscale, the
+voxel spacing a volume is resampled to (if any) and the size it is resized to. The model's own input
+contract (e.g. BiT's [-1, 1]) is applied later, inside the model wrapper, so every preset output is
+in [0, 1].
 """
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +18,9 @@ import torch.nn.functional as F
 
 from medfound.errors import ConfigError, ImageReadError
 from medfound.io.image import MedicalImage
+from medfound.io.resample import resample_to_spacing, resize_volume
+
+log = logging.getLogger(__name__)
 
 Size = int | tuple[int, ...] | None
 
@@ -33,6 +38,9 @@ class Preset:
     colour: "gray" uses luminance (repeated to 3 channels for RGB models); "rgb" keeps colour.
     size: side (2D) or shape (3D) to resize to; None means the model's native input size.
     fit: "stretch" resizes to the size, "crop" resizes the short side and centre-crops (2D only).
+    spacing: voxel spacing in mm (X, Y, Z) to resample a volume to before the final resize; None means
+        the model card's `input_spacing`, if it has one. Volumes whose spacing is unknown are not
+        resampled. Every shrinking resize is anti-aliased.
     """
 
     name: str
@@ -42,6 +50,7 @@ class Preset:
     colour: Literal["gray", "rgb"] = "gray"
     size: Size = None
     fit: Literal["stretch", "crop"] = "stretch"
+    spacing: tuple[float, float, float] | None = None
 
     def to_json(self) -> str:
         """The resolved preset, recorded beside every output."""
@@ -77,7 +86,19 @@ def get_preset(name: str, **overrides) -> Preset:
             )
         if key in _CHOICES and value not in _CHOICES[key]:
             raise ConfigError(f"preset field {key!r}: {value!r} is not one of {_CHOICES[key]}")
+    if overrides.get("spacing") is not None:
+        overrides["spacing"] = _checked_spacing(overrides["spacing"])
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _checked_spacing(value) -> tuple[float, float, float]:
+    try:
+        spacing = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        spacing = ()
+    if len(spacing) != 3 or not all(v > 0 for v in spacing):
+        raise ConfigError(f"preset field 'spacing': {value!r} is not three positive sizes in mm")
+    return spacing
 
 
 def resolve_auto(preset: Preset, image: MedicalImage) -> Preset:
@@ -92,7 +113,9 @@ def resolve_auto(preset: Preset, image: MedicalImage) -> Preset:
         base = PRESETS["path"]
     else:
         base = PRESETS["cxr"]
-    return dataclasses.replace(base, name=f"auto:{base.name}", size=preset.size, fit=preset.fit)
+    return dataclasses.replace(
+        base, name=f"auto:{base.name}", size=preset.size, fit=preset.fit, spacing=preset.spacing
+    )
 
 
 def to_unit_range(image: MedicalImage, preset: Preset) -> np.ndarray:
@@ -143,7 +166,19 @@ def _resize(tensor: torch.Tensor, shape: tuple[int, ...], fit: str) -> torch.Ten
             top, left = (inner[0] - shape[0]) // 2, (inner[1] - shape[1]) // 2
             return batch[0, :, top : top + shape[0], left : left + shape[1]].contiguous()
         return F.interpolate(batch, size=shape, mode="bilinear", antialias=True)[0]
-    return F.interpolate(batch, size=shape, mode="trilinear")[0]
+    return resize_volume(tensor, shape)
+
+
+def _resample(tensor: torch.Tensor, image: MedicalImage, target) -> torch.Tensor:
+    """Resample a volume to `target` mm when both are known (and differ)."""
+    if target is None:
+        return tensor
+    if image.spacing is None or len(image.spacing) != 3:
+        log.warning("%s: voxel spacing unknown, not resampled to %s mm", image.source_id, target)
+        return tensor
+    if all(abs(s - t) < 1e-6 for s, t in zip(image.spacing, target, strict=True)):
+        return tensor
+    return resample_to_spacing(tensor, image.spacing, target)
 
 
 def preprocess(
@@ -153,8 +188,12 @@ def preprocess(
     spatial_dims: int,
     channels: int,
     native_size: Size,
+    native_spacing: tuple[float, ...] | None = None,
 ) -> torch.Tensor:
     """MedicalImage -> float32 tensor (channels, *size) in [0, 1] for a model of the given shape.
+
+    Volumes are first resampled to the preset's spacing, else `native_spacing` (the model card's
+    `input_spacing`), when one is asked for and the image knows its own; then resized to the size.
 
     Raises ImageReadError when the image cannot be made to fit (a 3D volume for a 2D model, say).
     """
@@ -169,5 +208,8 @@ def preprocess(
     unit = to_unit_range(image, preset)
     unit = _match_channels(unit, preset.colour, channels)
     shape = _target_shape(preset.size if preset.size is not None else native_size, spatial_dims)
-    tensor = _resize(torch.from_numpy(np.ascontiguousarray(unit)), shape, preset.fit)
+    tensor = torch.from_numpy(np.ascontiguousarray(unit))
+    if spatial_dims == 3:
+        tensor = _resample(tensor, image, preset.spacing or native_spacing)
+    tensor = _resize(tensor, shape, preset.fit)
     return tensor.clamp_(0.0, 1.0)

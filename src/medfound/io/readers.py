@@ -10,6 +10,7 @@ from medfound.io.dicom import DICOM_SUFFIXES, is_dicom_file, read_dicom, read_di
 from medfound.io.image import MedicalImage
 from medfound.io.raster import RASTER_SUFFIXES, read_raster
 from medfound.io.volume import NIFTI_SUFFIXES, read_nifti, read_npy
+from medfound.privacy import UidPolicy
 
 SUPPORTED_SUFFIXES = (*RASTER_SUFFIXES, *DICOM_SUFFIXES, *NIFTI_SUFFIXES, ".npy")
 
@@ -24,8 +25,14 @@ def is_supported(path: Path) -> bool:
     return _suffix(path) in SUPPORTED_SUFFIXES or (path.suffix == "" and is_dicom_file(path))
 
 
-def read_image(path: str | Path | Sequence[Path], source_id: str | None = None) -> MedicalImage:
+def read_image(
+    path: str | Path | Sequence[Path],
+    source_id: str | None = None,
+    uids: UidPolicy | None = None,
+) -> MedicalImage:
     """Read an image file, or a DICOM series given as a list of its files.
+
+    DICOM UIDs in the returned source id follow `uids` (default: a keyed hash, see privacy.py).
 
     Returns a MedicalImage with finite float32 values. Raises ImageReadError, naming the file and the
     reason, for anything unreadable: missing, empty, corrupt, wrong format, non-finite values.
@@ -43,7 +50,7 @@ def read_image(path: str | Path | Sequence[Path], source_id: str | None = None) 
     if suffix in RASTER_SUFFIXES:
         image = read_raster(path)
     elif suffix in DICOM_SUFFIXES or (suffix == "" and is_dicom_file(path)):
-        image = read_dicom(path)
+        image = read_dicom(path, uids)
     elif suffix in NIFTI_SUFFIXES:
         image = read_nifti(path)
     elif suffix == ".npy":

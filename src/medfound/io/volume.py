@@ -11,24 +11,38 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def read_nifti(path: Path) -> MedicalImage:
-    """Read a NIfTI file as (1, X, Y, Z) (or (1, X, Y) when it has one slice) with voxel spacing."""
+    """Read a NIfTI file: a volume as (1, X, Y, Z) in RAS+ with its affine, one slice as (1, X, Y).
+
+    Volumes are reoriented to the closest canonical (RAS+) orientation, so a scan stored LPS or with
+    permuted axes gives the same array as its RAS twin; spacing is read from the canonical image.
+    A single-slice file is a 2D image as stored, without an affine.
+    """
     import nibabel as nib
 
     try:
         img = nib.load(str(path))
+        if len(img.shape) == 4 and img.shape[3] == 1:
+            img = img.slicer[..., 0]
+        if len(img.shape) == 3 and img.shape[2] > 1:
+            img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj, dtype=np.float32)
         zooms = tuple(float(z) for z in img.header.get_zooms())
     except Exception as exc:  # nibabel raises many types for bad files
         raise ImageReadError(f"{path}: not a readable NIfTI file ({exc})") from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
     if data.ndim not in (2, 3):
         raise ImageReadError(f"{path}: expected a 2D or 3D NIfTI image, got shape {data.shape}")
-    spacing = zooms[: data.ndim]
     if data.ndim == 3 and data.shape[2] == 1:  # a single slice is a 2D image
-        data, spacing = data[..., 0], spacing[:2]
+        data = data[..., 0]
+    if data.ndim == 2:
+        return MedicalImage(
+            array=data[None], source_id=str(path), spacing=zooms[:2], meta={"format": "NIFTI"}
+        )
     return MedicalImage(
-        array=data[None], source_id=str(path), spacing=spacing, meta={"format": "NIFTI"}
+        array=data[None],
+        source_id=str(path),
+        spacing=zooms[:3],
+        meta={"format": "NIFTI"},
+        affine=np.asarray(img.affine, dtype=np.float64),
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medfound.engine.trainer import MethodOutput
+from medfound.methods.base import MethodOutput
 from medfound.methods.nt_xent import nt_xent
 from medfound.methods.projection_head import ProjectionHead
 from medfound.methods.simclr_views import SimCLRViews, ViewConfig
@@ -76,7 +76,8 @@ class SimCLR:
         card = dataclasses.replace(
             encoder.card,
             description=f"{encoder.card.description}; SimCLR-pretrained with medfound",
-            weights_source=f"medfound pretrain simclr ({Path(run_dir).resolve()})",
+            # No path here: a weight file is made to be shared, and run folders can name patients.
+            weights_source="medfound pretrain simclr (provenance in medfound_pretraining)",
             input_mean=tuple(encoder.input_mean.flatten().tolist()),
             input_std=tuple(encoder.input_std.flatten().tolist()),
         )

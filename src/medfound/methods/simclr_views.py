@@ -8,10 +8,17 @@ Gaussian blur (p 0.5, sigma 0.1-2, kernel about a tenth of the side). The origin
 rotation and had no elastic deformation; here both work. Parameters are drawn per sample, the
 colour-jitter order too (methods/color_jitter.py). Crop, flip, rotation, elastic deformation and
 equalisation are kornia's; colour jitter and blur are medfound's own (per-image order; faster on CPU).
+
+Every step samples its parameters and hands them to a deterministic twin (TorchIO's pattern):
+`SimCLRViews(...)(images, seed, return_params=True)` also returns what it drew (`ViewParams`), and
+`SimCLRViews.apply(images, params)` replays exactly those views without a seed.
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from numbers import Real
+from typing import Any
 
 import kornia.augmentation as K
 import torch
@@ -20,6 +27,35 @@ from torch import nn
 from medfound.errors import ConfigError
 from medfound.methods.color_jitter import RandomColorJitter
 from medfound.methods.gaussian_blur import RandomGaussianBlur
+
+# The blur kernel and the crop need a few pixels; below this a view carries almost no signal.
+MIN_IMAGE_SIZE = 16
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _check_number(
+    name: str, value: object, low: float, high: float, rule: str, open_low: bool = False
+) -> None:
+    """ConfigError '<name> <rule>, got <value>' unless value is a real number within the bounds."""
+    # written so that NaN fails every comparison, and is refused
+    ok = _is_real(value) and (value > low if open_low else value >= low) and value <= high
+    if not ok:
+        raise ConfigError(f"{name} {rule}, got {value!r}")
+
+
+def _check_range(name: str, value: object, high: float = math.inf) -> tuple[float, float]:
+    """A (low, high) pair with 0 < low <= high <= `high`, as a tuple of floats; else ConfigError."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+    ok = len(pair) == 2 and all(map(_is_real, pair)) and 0 < pair[0] <= pair[1] <= high
+    if not ok:
+        bound = f" <= {high:g}" if high < math.inf else ""
+        raise ConfigError(
+            f"{name} must be a pair (low, high) with 0 < low <= high{bound}, got {value!r}"
+        )
+    return float(pair[0]), float(pair[1])
 
 
 @dataclass(frozen=True)
@@ -42,6 +78,24 @@ class ViewConfig:
     elastic_alpha: float = 1.0
     elastic_sigma: float = 32.0
 
+    def __post_init__(self) -> None:
+        """Refuse values the augmentations cannot use, naming the field (ConfigError)."""
+        size = self.image_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < MIN_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {size!r}")
+        for name in (f.name for f in dataclasses.fields(self) if f.name.endswith("_p")):
+            _check_number(name, getattr(self, name), 0.0, 1.0, "must be in [0, 1]")
+        for name in ("color_strength", "rotation_degrees", "elastic_alpha"):
+            _check_number(name, getattr(self, name), 0.0, math.inf, "must be >= 0")
+        # sigma 0 would divide by zero in the elastic step's Gaussian smoothing
+        _check_number(
+            "elastic_sigma", self.elastic_sigma, 0.0, math.inf, "must be > 0", open_low=True
+        )
+        # tuples may arrive as YAML lists: store them as tuples so configs compare and hash alike
+        object.__setattr__(self, "crop_scale", _check_range("crop_scale", self.crop_scale, 1.0))
+        object.__setattr__(self, "crop_ratio", _check_range("crop_ratio", self.crop_ratio))
+        object.__setattr__(self, "blur_sigma", _check_range("blur_sigma", self.blur_sigma))
+
 
 def preset_views(name: str, **overrides) -> ViewConfig:
     """'path' (224, colour jitter and blur) or 'cxr' (448, plus equalisation, elastic, rotation)."""
@@ -57,22 +111,51 @@ def preset_views(name: str, **overrides) -> ViewConfig:
         raise ConfigError(f"augmentation: {exc}") from exc
 
 
+@dataclass
+class EqualizeParams:
+    """Which images are equalised."""
+
+    chosen: torch.Tensor  # (n,) indices into the batch
+
+
 class GrayEqualize(nn.Module):
     """With probability p per image: grayscale, histogram-equalise, back to 3 identical channels."""
 
     def __init__(self, p: float):
         super().__init__()
         self.p = p
+        self.grayscale = K.RandomGrayscale(p=1.0)
         self.equalize = K.RandomEqualize(p=1.0)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        chosen = torch.rand(images.shape[0], device=images.device) < self.p
-        if not chosen.any():
+    def sample(self, batch: int, device: torch.device) -> EqualizeParams:
+        """Draw which images are equalised."""
+        return EqualizeParams((torch.rand(batch, device=device) < self.p).nonzero().squeeze(1))
+
+    def apply(self, images: torch.Tensor, params: EqualizeParams) -> torch.Tensor:
+        """Equalise images[params.chosen] (deterministic: both kornia steps run with p=1)."""
+        if params.chosen.numel() == 0:
             return images
-        gray = K.RandomGrayscale(p=1.0)(images[chosen])
         out = images.clone()
-        out[chosen] = self.equalize(gray)
+        out[params.chosen] = self.equalize(self.grayscale(images[params.chosen]))
         return out
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) in [0, 1] -> images with about a fraction p of them equalised."""
+        return self.apply(images, self.sample(images.shape[0], images.device))
+
+
+@dataclass
+class ViewParams:
+    """What one call of SimCLRViews drew, step by step; `SimCLRViews.apply` replays it, seedless.
+
+    `steps` maps each step's name (in the order they run: equalize, elastic, rotation, crop, flip,
+    color, grayscale, blur; only those enabled) to its parameters: kornia's dict of per-view tensors
+    for kornia's steps (`batch_prob` says which views it changed), medfound's *Params for its own.
+    Views are [view-1; view-2], so per-view tensors have 2B rows for B images.
+    """
+
+    input_shape: tuple[int, ...]  # the (B, 3, H, W) images these views were drawn for
+    steps: dict[str, Any]
 
 
 class SimCLRViews(nn.Module):
@@ -83,41 +166,80 @@ class SimCLRViews(nn.Module):
         self.config = c = config
         side = c.image_size
         kernel = max(3, int(side * 0.1) // 2 * 2 + 1)  # odd, about a tenth of the side
-        steps: list[nn.Module] = []
+        steps: dict[str, nn.Module] = {}
         if c.equalize_p > 0:
-            steps.append(GrayEqualize(c.equalize_p))
+            steps["equalize"] = GrayEqualize(c.equalize_p)
         if c.elastic_p > 0:
-            steps.append(
-                K.RandomElasticTransform(
-                    sigma=(c.elastic_sigma, c.elastic_sigma),
-                    alpha=(c.elastic_alpha, c.elastic_alpha),
-                    p=c.elastic_p,
-                )
+            steps["elastic"] = K.RandomElasticTransform(
+                sigma=(c.elastic_sigma, c.elastic_sigma),
+                alpha=(c.elastic_alpha, c.elastic_alpha),
+                p=c.elastic_p,
             )
         if c.rotation_degrees > 0:
-            steps.append(K.RandomRotation(c.rotation_degrees, p=c.rotation_p))
-        steps.append(
-            K.RandomResizedCrop(
-                (side, side), scale=c.crop_scale, ratio=c.crop_ratio, resample="bicubic"
-            )
+            steps["rotation"] = K.RandomRotation(c.rotation_degrees, p=c.rotation_p)
+        steps["crop"] = K.RandomResizedCrop(
+            (side, side), scale=c.crop_scale, ratio=c.crop_ratio, resample="bicubic"
         )
         if c.flip_p > 0:
-            steps.append(K.RandomHorizontalFlip(p=c.flip_p))
+            steps["flip"] = K.RandomHorizontalFlip(p=c.flip_p)
         if c.color_p > 0 and c.color_strength > 0:
-            steps.append(RandomColorJitter(c.color_strength, p=c.color_p))
+            steps["color"] = RandomColorJitter(c.color_strength, p=c.color_p)
         if c.grayscale_p > 0:
-            steps.append(K.RandomGrayscale(p=c.grayscale_p))
+            steps["grayscale"] = K.RandomGrayscale(p=c.grayscale_p)
         if c.blur_p > 0:
-            steps.append(RandomGaussianBlur(kernel, c.blur_sigma, p=c.blur_p))
-        self.steps = nn.Sequential(*steps)
+            steps["blur"] = RandomGaussianBlur(kernel, c.blur_sigma, p=c.blur_p)
+        self.steps = nn.ModuleDict(steps)
 
-    def forward(self, images: torch.Tensor, seed: int | None = None) -> torch.Tensor:
-        """Two independent views of every image; the same `seed` gives the same views."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
+    def forward(
+        self, images: torch.Tensor, seed: int | None = None, *, return_params: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, ViewParams]:
+        """Two independent views of every image; the same `seed` gives the same views.
+
+        With `return_params`, also the parameters drawn, which `apply` turns into the same views.
+        """
+        _check_images(images)
+        drawn: dict[str, Any] = {}
         devices = [images.device] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            views = self.steps(torch.cat([images, images]))
-        return views.clamp_(0.0, 1.0)
+            x = torch.cat([images, images])
+            # each step draws, then applies: the same random stream, in the same order, as before
+            for name, step in self.steps.items():
+                drawn[name] = _sample(step, x)
+                x = _apply(step, x, drawn[name])
+        views = x.clamp_(0.0, 1.0)
+        return (views, ViewParams(tuple(images.shape), drawn)) if return_params else views
+
+    def apply(self, images: torch.Tensor, params: ViewParams) -> torch.Tensor:
+        """The views `params` describe, without drawing anything (TorchIO's deterministic twin)."""
+        _check_images(images)
+        if tuple(images.shape) != params.input_shape or params.steps.keys() != self.steps.keys():
+            raise ValueError(
+                f"these parameters were drawn for images {params.input_shape} and steps "
+                f"{list(params.steps)}; got images {tuple(images.shape)} "
+                f"and steps {list(self.steps)}"
+            )
+        x = torch.cat([images, images])
+        for name, step in self.steps.items():
+            x = _apply(step, x, params.steps[name])
+        return x.clamp_(0.0, 1.0)
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
+
+
+def _sample(step: nn.Module, x: torch.Tensor) -> Any:
+    """One step's parameters for the batch x: kornia's own sampler, or medfound's `sample`."""
+    if isinstance(step, K.AugmentationBase2D):
+        return step.forward_parameters(x.shape)
+    return step.sample(x.shape[0], x.device)
+
+
+def _apply(step: nn.Module, x: torch.Tensor, params: Any) -> torch.Tensor:
+    """One step with given parameters; kornia draws nothing when handed `params`."""
+    if isinstance(step, K.AugmentationBase2D):
+        return step(x, params=params)
+    return step.apply(x, params)

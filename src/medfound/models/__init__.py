@@ -5,11 +5,13 @@ from pathlib import Path
 import torch
 
 from medfound.errors import ConfigError, WeightsError
+from medfound.files import file_sha256
 from medfound.models.backbones import build_model
 from medfound.models.card import ModelCard
 from medfound.models.foundation import FoundationModel
 from medfound.models.registry import get_card, list_models, register
-from medfound.models.weights import card_from_metadata, file_sha256, load_state, read_state
+from medfound.models.weights import card_from_metadata, load_state, read_state
+from medfound.weight_sources import loadable_weights
 
 __all__ = [
     "FoundationModel",
@@ -52,14 +54,9 @@ def load_model(
         return model.to(device)
     if random_init:
         raise ConfigError("give either weights or random_init, not both")
-    path = Path(weights)
-    if path.is_dir() or path.with_name(path.name + ".index").exists():
-        # A TensorFlow SavedModel or checkpoint (a REMEDIS download, a SimCLR release): converted
-        # once and cached. Imported here because convert/ builds on models/, not the other way round.
-        from medfound.convert.cache import converted_weights, is_tensorflow_checkpoint
-
-        if is_tensorflow_checkpoint(path):
-            path = converted_weights(path, name)
+    # A TensorFlow SavedModel or checkpoint (a REMEDIS download, a SimCLR release) is converted once
+    # and cached by convert/, which registers itself in weight_sources (models/ does not import it).
+    path = loadable_weights(Path(weights), name)
     state, metadata = read_state(path, model.network)
     file_card = card_from_metadata(metadata)
     if file_card and file_card.get("architecture") != card.architecture:

@@ -12,6 +12,8 @@ class ModelCard:
     Inputs are always in [0, 1] (what the presets produce); `input_mean`/`input_std` say how the model
     wrapper normalises them before the network ((x - mean) / std; mean = std = 0.5 maps to [-1, 1],
     None leaves [0, 1] as it is). Converted checkpoints can record a different contract in their file.
+    `input_spacing` is the voxel spacing (mm) volumes are resampled to before resizing, when the
+    model was trained at one; None leaves spacing as it is.
     """
 
     name: str
@@ -29,6 +31,7 @@ class ModelCard:
     weights_source: str = "none published: train your own (medfound pretrain) or pass --weights"
     licence: str = ""
     feature_layout: str = "(C, H, W) per image; C = embedding_dim"
+    input_spacing: tuple[float, ...] | None = None
 
     @property
     def input_contract(self) -> str:
@@ -40,6 +43,15 @@ class ModelCard:
         else:
             scaling = f"normalised with mean {self.input_mean}, std {self.input_std} by medfound"
         return f"[0, 1] {'RGB' if self.in_channels == 3 else 'grayscale'}, {scaling}"
+
+    def preprocess_args(self) -> dict:
+        """The model-shape arguments of `medfound.io.preprocess` (and `ImageDataset`) for this model."""
+        return {
+            "spatial_dims": self.spatial_dims,
+            "channels": self.in_channels,
+            "native_size": self.input_size,
+            "native_spacing": self.input_spacing,
+        }
 
     def to_dict(self) -> dict:
         """Plain-JSON form, with the derived input contract, for files and metadata."""
@@ -54,7 +66,7 @@ class ModelCard:
         """Inverse of to_dict; derived and unknown keys are dropped, tuples restored."""
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
-        for key in ("input_size", "input_mean", "input_std"):
+        for key in ("input_size", "input_mean", "input_std", "input_spacing"):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)

@@ -99,15 +99,7 @@ def _preprocessed_batches(model: FoundationModel, images: Iterable, batch_size: 
             array = item.astype(np.float32)
             array = array[None] if array.ndim == model.card.spatial_dims else array
             item = MedicalImage(array=array, source_id="array")
-        batch.append(
-            preprocess(
-                item,
-                preset,
-                spatial_dims=model.card.spatial_dims,
-                channels=model.card.in_channels,
-                native_size=model.card.input_size,
-            )
-        )
+        batch.append(preprocess(item, preset, **model.card.preprocess_args()))
         if len(batch) == batch_size:
             yield torch.stack(batch)
             batch = []

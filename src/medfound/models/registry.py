@@ -1,13 +1,19 @@
 """The one place that names every model (as timm's registry does): name -> ModelCard.
 
+Names follow timm's `architecture.weight_tag` (e.g. `resnetv2_50x1_bit.remedis_cxr_m`), so one
+architecture's weights sort together and `list_models("resnetv2_50x1_bit.*")` finds them; the earlier
+names (`cxr-50x1-remedis-m`, the folder names of the REMEDIS release) stay valid as aliases.
 Registered cards are plain data; no network is built until `build_backbone` is called. Names of the
 form `timm:NAME` and `monai:NAME` reach any timm model and MONAI's 3D ResNet/DenseNet families.
 """
+
+import fnmatch
 
 from medfound.errors import UnknownModelError
 from medfound.models.card import ModelCard
 
 _REGISTRY: dict[str, ModelCard] = {}
+_ALIASES: dict[str, str] = {}  # earlier name -> registered name
 
 _REMEDIS_SOURCE = (
     "PhysioNet, 'Medical AI Research Foundations' (doi:10.13026/psq3-vj24), credentialed access "
@@ -22,21 +28,35 @@ _BIT_SOURCE = (
 _HALF = (0.5, 0.5, 0.5)
 
 
-def register(card: ModelCard) -> ModelCard:
-    """Add a card to the registry; a name may be registered once."""
-    if card.name in _REGISTRY:
-        raise ValueError(f"model {card.name!r} is registered twice")
+def register(card: ModelCard, aliases: tuple[str, ...] = ()) -> ModelCard:
+    """Add a card to the registry (with other names it answers to); a name may be registered once."""
+    for name in (card.name, *aliases):
+        if name in _REGISTRY or name in _ALIASES:
+            raise ValueError(f"model {name!r} is registered twice")
     _REGISTRY[card.name] = card
+    _ALIASES.update(dict.fromkeys(aliases, card.name))
     return card
 
 
-def list_models() -> list[ModelCard]:
-    """Every registered card, in registration order."""
-    return list(_REGISTRY.values())
+def list_models(pattern: str | None = None) -> list[ModelCard]:
+    """Registered cards in registration order; `pattern` filters names with shell wildcards
+    (`resnetv2_50x1_bit.*`, `*remedis_cxr*`), matched against the aliases too."""
+    if pattern is None:
+        return list(_REGISTRY.values())
+    hits = {_ALIASES[a] for a in fnmatch.filter(_ALIASES, pattern)}
+    hits |= set(fnmatch.filter(_REGISTRY, pattern))
+    return [card for name, card in _REGISTRY.items() if name in hits]
+
+
+def aliases_of(name: str) -> list[str]:
+    """The earlier names a registered model still answers to."""
+    return [alias for alias, target in _ALIASES.items() if target == name]
 
 
 def get_card(name: str) -> ModelCard:
-    """The card for a registered name, or one made on the fly for `timm:NAME` / `monai:NAME`."""
+    """The card for a registered name or alias, or one made on the fly for `timm:NAME` /
+    `monai:NAME` / `simclr:NAME`."""
+    name = _ALIASES.get(name, name)
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name.startswith("timm:"):
@@ -78,12 +98,13 @@ def _bit_card(name: str, width: str, **fields) -> ModelCard:
 
 
 _DATA = {"s": "ImageNet-1k", "m": "ImageNet-21k"}
+_DATA_TAG = {"s": "in1k", "m": "in21k"}
 for _modality, _size, _what in (("cxr", 448, "chest X-ray"), ("path", 224, "pathology")):
     for _width in ("50x1", "152x2"):
         for _init in ("s", "m"):
             register(
                 _bit_card(
-                    f"{_modality}-{_width}-remedis-{_init}",
+                    f"resnetv2_{_width}_bit.remedis_{_modality}_{_init}",
                     _width,
                     modality=_what,
                     input_size=_size,
@@ -94,14 +115,15 @@ for _modality, _size, _what in (("cxr", 448, "chest X-ray"), ("path", 224, "path
                     ),
                     weights_source=_REMEDIS_SOURCE,
                     licence=_REMEDIS_LICENCE,
-                )
+                ),
+                aliases=(f"{_modality}-{_width}-remedis-{_init}",),  # the release's folder names
             )
 
 for _init in ("s", "m"):
     for _width in ("50x1", "152x2"):
         register(
             _bit_card(
-                f"bit-{_init}-r{_width}",
+                f"resnetv2_{_width}_bit.bit_{_init}_{_DATA_TAG[_init]}",
                 _width,
                 modality="natural images",
                 input_size=224,
@@ -109,12 +131,13 @@ for _init in ("s", "m"):
                 description=f"BiT-{_init.upper()} ResNet-v2 {_width}, supervised on {_DATA[_init]}",
                 weights_source=_BIT_SOURCE.format(s=_init.upper(), arch=_width),
                 licence="Apache-2.0",
-            )
+            ),
+            aliases=(f"bit-{_init}-r{_width}",),
         )
 
 register(
     ModelCard(
-        name="genesis-chest-ct",
+        name="unet3d_genesis.chest_ct",
         family="genesis",
         architecture="unet3d-genesis",
         modality="CT",
@@ -133,5 +156,6 @@ register(
         ),
         licence="Models Genesis licence: academic research use",
         feature_layout="(C, X, Y, Z) per volume; C = embedding_dim",
-    )
+    ),
+    aliases=("genesis-chest-ct",),
 )

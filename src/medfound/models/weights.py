@@ -6,11 +6,8 @@ Nothing is ever left at random initialisation silently: any missing, unexpected 
 error that names the file and the first offending keys.
 """
 
-import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +15,7 @@ import torch
 from torch import nn
 
 from medfound.errors import WeightsError, first_items
+from medfound.files import atomic_write
 from medfound.models import bit_names
 
 log = logging.getLogger(__name__)
@@ -27,20 +25,6 @@ EXTRA_PREFIX = "extra/"
 # Classifier heads a checkpoint may carry that an embedding model does not have: reported, not loaded.
 _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "class_layers.")
 _SHOWN = 8
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    update_digest(digest, path)
-    return digest.hexdigest()
-
-
-def update_digest(digest, path: str | Path) -> None:
-    """Feed a file's bytes into a hashlib digest, a megabyte at a time."""
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
 
 
 def read_state(path: Path, network: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -147,26 +131,6 @@ def load_state(network: nn.Module, state: dict[str, torch.Tensor], path: Path) -
     with torch.no_grad():
         for key, value in expected.items():
             value.copy_(state[key].to(value.dtype))
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) then rename onto `path`: a crash never leaves a partial file there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_safetensors(

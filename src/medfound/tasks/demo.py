@@ -15,17 +15,18 @@ import numpy as np
 from medfound._optional import require
 from medfound.tasks.embed import EmbedOptions, EmbedSummary, embed
 
-DEMO_MODEL = "path-50x1-remedis-m"
+DEMO_MODEL = "resnetv2_50x1_bit.remedis_path_m"
 
 
 @dataclass
 class DemoResult:
-    """Where the demo put its inputs and outputs."""
+    """Where the demo put its inputs and outputs, and what the plot shows."""
 
     inputs: Path
     embeddings: Path
     plot: Path
     summary: EmbedSummary
+    points: dict[str, np.ndarray]  # source group -> its (n, 2) PCA coordinates, as drawn
 
 
 def write_demo_inputs(folder: Path) -> dict[str, str]:
@@ -63,8 +64,13 @@ def write_demo_inputs(folder: Path) -> dict[str, str]:
     return groups
 
 
-def plot_projection(embeddings: np.ndarray, labels: list[str], path: Path, title: str) -> None:
-    """Scatter of the first two principal components, one colour per source group."""
+def plot_projection(
+    embeddings: np.ndarray, labels: list[str], path: Path, title: str
+) -> dict[str, np.ndarray]:
+    """Scatter of the first two principal components, one colour per source group.
+
+    Returns {group: (n, 2) coordinates} read back from the figure's scatter layers, in row order.
+    """
     matplotlib = require("matplotlib", "demo", "the demo's plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -82,7 +88,10 @@ def plot_projection(embeddings: np.ndarray, labels: list[str], path: Path, title
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
+    # read off the figure, not the inputs, so that this reports what was actually drawn
+    drawn = {layer.get_label(): np.asarray(layer.get_offsets()) for layer in ax.collections}
     plt.close(fig)
+    return drawn
 
 
 def run_demo(out: Path, model_name: str = DEMO_MODEL) -> DemoResult:
@@ -104,7 +113,7 @@ def run_demo(out: Path, model_name: str = DEMO_MODEL) -> DemoResult:
     vectors = np.asarray(table["embedding"], dtype=np.float32)
     labels = [groups.get(Path(p).name, "other") for p in table["path"]]
     plot = out / "embeddings_pca.png"
-    plot_projection(
+    points = plot_projection(
         vectors, labels, plot, f"{model_name} (random init): PCA of {len(labels)} embeddings"
     )
-    return DemoResult(inputs=inputs, embeddings=embeddings, plot=plot, summary=summary)
+    return DemoResult(inputs, embeddings, plot, summary, points)

@@ -2,7 +2,11 @@
 
 Decoding and preprocessing run in DataLoader workers; the model runs in inference mode, channels-last,
 optionally under bf16 autocast and torch.compile (with inductor freezing). Under torchrun each rank
-embeds its shard and rank 0 merges. Output is resumable and crash-safe (see tasks/store.py).
+embeds its shard and rank 0 merges. Output is resumable and crash-safe (see tasks/parquet_writer.py):
+a re-run continues only with the same identity (model, weights, pooling, preprocessing, precision,
+DICOM series grouping, UID policy), and sources are identified by resolved paths, so a resume from
+another folder or with absolute paths finds what is done. DICOM UIDs appear as keyed hashes unless
+`keep_uids` (privacy.py).
 """
 
 import contextlib
@@ -13,18 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import pyarrow as pa
 import torch
-from torch.utils.data import DataLoader
 
 from medfound import __version__
-from medfound.data import ImageDataset, collate_items, collect_sources
-from medfound.data.datasets import worker_init
+from medfound.data import ImageDataset, collect_sources
+from medfound.engine.distributed import distributed, local_rank, resolve_device
+from medfound.engine.loader import autocast, build_loader
 from medfound.engine.progress import progress_bar
-from medfound.engine.runtime import default_workers, init_distributed, local_rank, resolve_device
 from medfound.errors import ConfigError, skip_message
 from medfound.io.presets import get_preset
 from medfound.models import FoundationModel, load_model
-from medfound.tasks.store import ParquetStore
+from medfound.privacy import uid_policy
+from medfound.tasks.parquet_writer import ResumableParquetWriter
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ class EmbedOptions:
     compile: bool = False
     dicom_series: bool | None = None  # None: group series into volumes for 3D models only
     chunk_rows: int = 256  # rows per crash-safe chunk
+    keep_uids: bool = False  # DICOM UIDs as they are, instead of keyed hashes (privacy.py)
     progress: bool = True
 
     def validate(self) -> None:
@@ -55,6 +62,10 @@ class EmbedOptions:
             raise ConfigError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
+        if self.chunk_rows < 1:
+            raise ConfigError(f"--chunk-rows must be >= 1, got {self.chunk_rows}")
+        if self.image_size is not None and self.image_size < 1:
+            raise ConfigError(f"--image-size must be >= 1, got {self.image_size}")
 
 
 @dataclass
@@ -93,56 +104,56 @@ def embed(
     options.validate()
     out = Path(out)
     device = resolve_device(options.device, local_rank())
-    ctx = init_distributed(device)
-    if model is None:
-        model_name = model_name or _name_from_weights(weights)
-        model = load_model(model_name, weights, random_init=random_init, device="cpu")
+    with distributed(device) as ctx:
+        if model is None:
+            model_name = model_name or _name_from_weights(weights)
+            model = load_model(model_name, weights, random_init=random_init, device="cpu")
+        return _embed(inputs, out, model, options, ctx, device)
+
+
+def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx, device):
     card = model.card
     preset_overrides = {"size": options.image_size} if options.image_size else {}
     preset = get_preset(options.preset or card.preset, **preset_overrides)
-
+    uids = uid_policy(keep=options.keep_uids)
+    group = options.dicom_series if options.dicom_series is not None else card.spatial_dims == 3
     identity = {
         "model": card.name,
         "weights_sha256": model.weights_sha256 or "random-init",
         "pool": options.pool,
         "preset": preset.to_json(),
+        "precision": options.precision,
+        "dicom_series": group,
+        "uids": uids.identity,
     }
-    store = ParquetStore(out, identity, rank=ctx.rank)
+    metadata = {"medfound_card": card.to_json(), "medfound_preset": preset.to_json()}
+    writer = ResumableParquetWriter(out, identity, _schema(options.pool, metadata), ctx.rank)
     started = time.perf_counter()
     summary = EmbedSummary(out=out)
-    group = options.dicom_series if options.dicom_series is not None else card.spatial_dims == 3
-    sources, problems = collect_sources(inputs, group_series=group)
-    done = store.done_ids()
+    sources, problems = collect_sources(inputs, group_series=group, uids=uids)
+    done = writer.done_ids()
     ctx.barrier()  # every rank has read what is done before any rank writes
     todo = [s for s in sources if s.id not in done]
     summary.already_done = len(sources) - len(todo)
     mine = todo[ctx.rank :: ctx.world_size]
     summary.skipped.extend(problems if ctx.is_main else [])
 
-    dataset = ImageDataset(
-        mine,
-        preset,
-        spatial_dims=card.spatial_dims,
-        channels=card.in_channels,
-        native_size=card.input_size,
-    )
+    dataset = ImageDataset(mine, preset, **card.preprocess_args(), uids=uids)
     runner = _Runner(model, device, options)
-    metadata = {"medfound_card": card.to_json(), "medfound_preset": preset.to_json()}
-    rows: list[dict] = []
+    loader = build_loader(dataset, device, options.workers, batch_size=options.batch_size)
+    pending = _Rows(model, options.pool)
     with progress_bar(len(mine), "embedding", enabled=options.progress and ctx.is_main) as advance:
-        for batch in _loader(dataset, options, device):
+        for batch in loader:
             for source, reason in batch["errors"]:
                 log.warning("skipped %s", skip_message(source, reason))
             summary.skipped.extend(batch["errors"])
             if batch["tensor"] is not None:
-                outputs = runner(batch["tensor"])
-                rows.extend(_rows(batch["items"], outputs, model, options.pool))
+                pending.add(batch["items"], runner(batch["tensor"]))
                 summary.embedded += len(batch["items"])
-            if len(rows) >= options.chunk_rows:
-                store.write_chunk(rows, metadata)
-                rows = []
+            if len(pending) >= options.chunk_rows:
+                pending.flush_into(writer)
             advance(len(batch["items"]) + len(batch["errors"]))
-    store.write_chunk(rows, metadata)
+    pending.flush_into(writer)
 
     ctx.barrier()
     per_rank = ctx.gather((summary.embedded, summary.skipped))
@@ -150,7 +161,7 @@ def embed(
         summary.embedded = sum(n for n, _ in per_rank)
         summary.skipped = [s for _, skipped in per_rank for s in skipped]
     if ctx.is_main:
-        summary.total_rows = store.merge()
+        summary.total_rows = writer.merge()
     ctx.barrier()
     summary.seconds = time.perf_counter() - started
     return summary
@@ -166,21 +177,6 @@ def _name_from_weights(weights: str | Path | None) -> str:
             "give --model NAME (only medfound .safetensors files name their model themselves)"
         )
     return card["name"]
-
-
-def _loader(dataset: ImageDataset, options: EmbedOptions, device: torch.device) -> DataLoader:
-    workers = default_workers() if options.workers is None else options.workers
-    workers = min(workers, max(len(dataset), 0))
-    return DataLoader(
-        dataset,
-        batch_size=options.batch_size,
-        num_workers=workers,
-        collate_fn=collate_items,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=worker_init if workers else None,
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-    )
 
 
 class _Runner:
@@ -201,7 +197,7 @@ class _Runner:
             mode = "max-autotune" if device.type == "cpu" else None
             forward = torch.compile(forward, mode=mode, dynamic=False)
         self.forward = forward
-        self.autocast = options.precision == "bf16"
+        self.precision = options.precision
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         n = batch.shape[0]
@@ -212,18 +208,13 @@ class _Runner:
         batch = batch.to(self.device, non_blocking=True).contiguous(
             memory_format=self.memory_format
         )
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.autocast
-            else contextlib.nullcontext()
-        )
         if self.compiled:
             # Freezing (weights folded as constants) applies under no_grad, not inference_mode:
             # measured here, 0.78 vs 0.70 of the GEMM rate for BiT-R50x1 at 448.
             grad_mode, freezing = torch.no_grad(), _inductor_freezing()
         else:
             grad_mode, freezing = torch.inference_mode(), contextlib.nullcontext()
-        with grad_mode, autocast, freezing:
+        with grad_mode, autocast(self.device, self.precision), freezing:
             out = self.forward(batch)
         return out[:n].float().cpu()
 
@@ -235,23 +226,59 @@ def _inductor_freezing():
     return inductor_config.patch(freezing=True)
 
 
-def _rows(items: list[dict], outputs: torch.Tensor, model: FoundationModel, pool: str):
-    for item, output in zip(items, outputs, strict=True):
-        row = {
-            "path": item["source"],
-            "source_id": item["source_id"],
-            "modality": item["modality"] or "",
-            "preset": item["preset"],
-            "embedding": output.reshape(-1).tolist() if pool == "none" else output.tolist(),
+_SCALARS = ("path", "source_id", "modality", "preset")
+
+
+def _schema(pool: str, metadata: dict[str, str]) -> pa.Schema:
+    """The output's columns (see the README's layout); `shape` only with --pool none."""
+    fields = [pa.field(name, pa.string()) for name in _SCALARS]
+    fields.append(pa.field("embedding", pa.list_(pa.float32())))
+    if pool == "none":
+        fields.append(pa.field("shape", pa.list_(pa.int32())))
+    fields += [pa.field(name, pa.string()) for name in ("model", "weights_sha256")]
+    fields += [pa.field("random_init", pa.bool_()), pa.field("medfound_version", pa.string())]
+    return pa.schema(fields, metadata={k.encode(): v.encode() for k, v in metadata.items()})
+
+
+class _Rows:
+    """Rows waiting for the next chunk: small columns as lists, embeddings as NumPy blocks (a Python
+    float per value would cost ~30x the memory with --pool none)."""
+
+    def __init__(self, model: FoundationModel, pool: str):
+        self.pool = pool
+        self.run = {
+            "model": model.card.name,
+            "weights_sha256": model.weights_sha256 or "",
+            "random_init": model.random_init,
+            "medfound_version": __version__,
         }
-        if pool == "none":
-            row["shape"] = list(output.shape)
-        row.update(
-            {
-                "model": model.card.name,
-                "weights_sha256": model.weights_sha256 or "",
-                "random_init": model.random_init,
-                "medfound_version": __version__,
-            }
-        )
-        yield row
+        self._reset()
+
+    def _reset(self) -> None:
+        self.columns: dict[str, list] = {name: [] for name in _SCALARS}
+        self.blocks: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.columns["path"])
+
+    def add(self, items: list[dict], outputs: torch.Tensor) -> None:
+        """One batch's items and model outputs (CPU float32)."""
+        for item in items:
+            self.columns["path"].append(item["source"])
+            self.columns["source_id"].append(item["source_id"])
+            self.columns["modality"].append(item["modality"] or "")
+            self.columns["preset"].append(item["preset"])
+        self.blocks.append(outputs.numpy())
+
+    def flush_into(self, writer: ResumableParquetWriter) -> None:
+        """Write the waiting rows as one chunk and start anew."""
+        n = len(self)
+        if n == 0:
+            return
+        outputs = np.concatenate(self.blocks)
+        vectors = {"embedding": outputs.reshape(n, -1).astype(np.float32, copy=False)}
+        if self.pool == "none":
+            vectors["shape"] = np.tile(np.asarray(outputs.shape[1:], np.int32), (n, 1))
+        columns = self.columns | {key: [value] * n for key, value in self.run.items()}
+        writer.write_chunk(columns, vectors)
+        self._reset()

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from medfound.errors import ConfigError
+from medfound.files import atomic_write
 from medfound.models import FoundationModel
-from medfound.models.weights import atomic_write, save_safetensors
+from medfound.models.weights import save_safetensors
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 

@@ -8,15 +8,14 @@ for `medfound embed --weights RUN_DIR/encoder.safetensors`.
 import dataclasses
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 
 from medfound.data import ImageDataset, collect_sources
-from medfound.engine.config import CONFIG_NAME, resolve_run_config, save_config
-from medfound.engine.runtime import init_distributed, local_rank, resolve_device
+from medfound.engine.config import resolve_run_config, setting
 from medfound.engine.trainer import RESUMABLE_FIELDS, LoopConfig, TrainSummary, train
 from medfound.errors import ConfigError, skip_message
 from medfound.io.presets import get_preset
@@ -31,20 +30,22 @@ log = logging.getLogger(__name__)
 class SimCLRConfig(LoopConfig):
     """A SimCLR run: data, model, augmentation, objective and the loop (defaults: REMEDIS)."""
 
-    data: list[str] = field(default_factory=list)  # folders, files, CSVs with a `path` column
-    model: str = "bit-m-r50x1"  # REMEDIS starts from BiT-M; any 2D RGB model of the registry
-    init: str = "random"  # a weight file to start from (as --weights takes), or "random"
-    preset: Literal["path", "cxr"] = "path"  # reading and augmentation defaults
-    image_size: int | None = None  # None: the preset's (path 224, cxr 448)
-    temperature: float = 0.1
-    head_layers: int = 3
-    head_hidden_dim: int | None = None  # None: the encoder's embedding width
-    projection_dim: int = 128
-    color_strength: float | None = None  # None: the preset's (1.0)
-    rotation_degrees: float | None = None  # None: the preset's (path 0, cxr 20)
-    equalize_p: float | None = None  # None: the preset's (path 0, cxr 0.5)
-    elastic_p: float | None = None  # None: the preset's (path 0, cxr 0.5)
-    blur_p: float | None = None  # None: the preset's (0.5)
+    data: list[str] = setting(list, "Folder (recursive), image file or CSV with a path column")
+    model: str = setting(
+        "resnetv2_50x1_bit.bit_m_in21k", "Backbone: any 2D RGB model (REMEDIS starts from BiT-M)"
+    )
+    init: str = setting("random", "Weights to start from (as --weights takes), or random")
+    preset: Literal["path", "cxr"] = setting("path", "path (224) or cxr (448): reading, views")
+    image_size: int | None = setting(None, "View side (none: the preset's)")
+    temperature: float = setting(0.1, "NT-Xent temperature")
+    head_layers: int = setting(3, "Projection head layers (SimCLR v2: 3)")
+    head_hidden_dim: int | None = setting(None, "Head width (none: the embedding's)")
+    projection_dim: int = setting(128, "Projection size")
+    color_strength: float | None = setting(None, "Colour jitter strength (none: preset's, 1.0)")
+    rotation_degrees: float | None = setting(None, "Rotation range (none: preset's)")
+    equalize_p: float | None = setting(None, "Histogram equalisation p (none: preset's)")
+    elastic_p: float | None = setting(None, "Elastic deformation p (none: preset's)")
+    blur_p: float | None = setting(None, "Gaussian blur p (none: preset's, 0.5)")
 
     def validate(self) -> None:
         """The loop's checks plus SimCLR's."""
@@ -55,6 +56,7 @@ class SimCLRConfig(LoopConfig):
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.image_size is not None and self.image_size < 16:
             raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
+        self.view_config()  # the augmentation fields, checked before any model is built
 
     def view_config(self):
         """The augmentation settings: the preset's, with this config's explicit values on top."""
@@ -98,7 +100,6 @@ def pretrain_simclr(
     config = dataclasses.replace(
         config, **_absolute_paths({"data": config.data, "init": config.init})
     )
-    ctx = init_distributed(resolve_device(config.device, local_rank()))
 
     init = None if config.init == "random" else config.init
     encoder = load_model(config.model, init, random_init=init is None, seed=config.seed)
@@ -123,9 +124,7 @@ def pretrain_simclr(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # the head's initialisation, identical in every run
-        method = _simclr(encoder, views, config)
-    if ctx.is_main:  # saved once everything checked out: a failed start leaves the folder free
-        save_config(config, run_dir / CONFIG_NAME)
+        method = _simclr(encoder, views, config, shareable_provenance(config, sources, encoder))
     summary = train(
         method, dataset, config, run_dir, resume=resume, data_fingerprint=fingerprint(sources)
     )
@@ -133,7 +132,7 @@ def pretrain_simclr(
     return summary
 
 
-def _simclr(encoder, views, config: SimCLRConfig) -> SimCLR:
+def _simclr(encoder, views, config: SimCLRConfig, provenance: dict) -> SimCLR:
     return SimCLR(
         encoder.train(),
         views,
@@ -141,8 +140,22 @@ def _simclr(encoder, views, config: SimCLRConfig) -> SimCLR:
         head_layers=config.head_layers,
         head_hidden_dim=config.head_hidden_dim,
         projection_dim=config.projection_dim,
-        provenance={"init": config.init, "config": dataclasses.asdict(config)},
+        provenance=provenance,
     )
+
+
+# Fields that name files: they stay in the run folder's config.yaml, never in a file made to be shared.
+_PATH_FIELDS = ("data", "init")
+
+
+def shareable_provenance(config: SimCLRConfig, sources, encoder) -> dict:
+    """How an exported encoder was made, without any path: in MIMIC-style layouts folder names are
+    subject and study ids. The data are described by their fingerprint and count, the starting
+    weights by their sha256."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _PATH_FIELDS}
+    init = "random" if config.init == "random" else {"sha256": encoder.weights_sha256}
+    data = {"fingerprint": fingerprint(sources), "images": len(sources)}
+    return {"config": settings, "init": init, "data": data}
 
 
 def fingerprint(sources) -> str:

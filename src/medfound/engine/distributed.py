@@ -1,6 +1,8 @@
 """Devices and torchrun process groups: one place that reads torchrun's environment."""
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +53,14 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
+    def broadcast(self, obj):
+        """Rank 0's `obj` on every rank (`obj` itself in a single process)."""
+        if self.world_size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' -> this rank's GPU if there is one, else CPU; 'cuda' -> this rank's GPU; or as given."""
@@ -67,7 +77,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def init_distributed(device: torch.device) -> DistContext:
-    """Join the torchrun process group if WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU)."""
+    """Join the torchrun process group if WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU).
+
+    On CUDA the rank's device becomes the current one and is bound to the group (`device_id`):
+    without that, NCCL's object collectives (all_gather_object) put every rank's tensors on GPU 0.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return DistContext()
@@ -76,9 +90,27 @@ def init_distributed(device: torch.device) -> DistContext:
         world_size=world,
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
     )
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
     return ctx
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device) -> Iterator[DistContext]:
+    """`init_distributed` for the duration of a task: a group this call created is destroyed on the
+    way out, on errors too (a rank that raises must not leave its peers' group half open)."""
+    created = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    ctx = init_distributed(device)
+    try:
+        yield ctx
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def default_workers() -> int:

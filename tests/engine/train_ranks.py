@@ -1,0 +1,43 @@
+"""Run under torchrun by test_trainer: the whole loop on 2 ranks, and a crash + resume on 2 ranks."""
+
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from medfound.engine.trainer import train
+from tests.engine.toy import NormRegression, Points, loop_config
+
+
+def main(out: str) -> None:
+    dist.init_process_group("gloo")
+    rank, out_dir = dist.get_rank(), Path(out)
+
+    # 1. The whole loop with global BatchNorm: compared with one process by the test.
+    method = NormRegression()
+    train(method, Points(), loop_config(max_steps=8, log_every=2), out_dir / "two_ranks")
+    results = {"two_ranks": method.model.state_dict()}
+
+    # 2. Dropout drawn from each rank's own random stream; a crash at step 4, then a resume.
+    config = loop_config(max_steps=8, log_every=4, checkpoint_every=3)
+    whole = NormRegression(dropout=0.5)
+    torch.manual_seed(100 + rank)
+    train(whole, Points(), config, out_dir / "whole")
+    crashed = NormRegression(dropout=0.5, fail_at_step=4)
+    torch.manual_seed(100 + rank)
+    with contextlib.suppress(KeyboardInterrupt):
+        train(crashed, Points(), config, out_dir / "resumed")
+    resumed = NormRegression(dropout=0.5)
+    torch.manual_seed(999)  # whatever the state now: the checkpoint must bring back each rank's
+    train(resumed, Points(), config, out_dir / "resumed", resume=True)
+    results |= {"whole": whole.model.state_dict(), "resumed": resumed.model.state_dict()}
+    if rank == 0:
+        torch.save(results, out_dir / "results.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
