@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from medfound.cli.main import app
 from medfound.models import get_card, list_models, load_model
-from medfound.tasks.pretrain import SimCLRConfig
+from medfound.tasks.simclr_config import SimCLRConfig
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "1000"}  # no wrapping: one table row or option per line
@@ -193,3 +193,13 @@ def test_pretrain_help_offers_every_config_field_with_its_default():
         else:
             assert shown == _shown(value), flag
     assert options["--model"] == "resnetv2_50x1_bit.bit_m_in21k" and options["--lr"] == "0.3"
+
+
+def test_the_command_line_starts_without_importing_torch():
+    """`medfound --help` and option parsing stay fast: torch loads only when a command runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, medfound.cli.main; print(sorted(m for m in sys.modules if m == 'torch'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr

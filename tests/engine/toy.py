@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from medfound.engine.trainer import LoopConfig
+from medfound.engine.loop_config import LoopConfig
 from medfound.methods.base import MethodOutput
 
 

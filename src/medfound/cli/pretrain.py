@@ -8,7 +8,7 @@ from rich.console import Console
 from medfound.cli.config_options import config_parameters, with_parameters
 from medfound.cli.errors import handles_errors
 from medfound.errors import skip_message
-from medfound.tasks.pretrain import SimCLRConfig
+from medfound.tasks.simclr_config import SimCLRConfig
 
 app = typer.Typer(help="Pretrain a foundation model on unlabeled images.")
 console = Console(stderr=True)

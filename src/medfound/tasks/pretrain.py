@@ -8,68 +8,23 @@ for `medfound embed --weights RUN_DIR/encoder.safetensors`.
 import dataclasses
 import hashlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from medfound.data import ImageDataset, collect_sources
-from medfound.engine.config import resolve_run_config, setting
-from medfound.engine.trainer import RESUMABLE_FIELDS, LoopConfig, TrainSummary, train
+from medfound.engine.config import resolve_run_config
+from medfound.engine.loop_config import RESUMABLE_FIELDS
+from medfound.engine.trainer import TrainSummary, train
 from medfound.errors import ConfigError, skip_message
 from medfound.io.presets import get_preset
 from medfound.methods.simclr import SimCLR
-from medfound.methods.simclr_views import preset_views
 from medfound.models import load_model
+from medfound.tasks.simclr_config import SimCLRConfig
+
+__all__ = ["SimCLRConfig", "fingerprint", "pretrain_simclr", "shareable_provenance"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SimCLRConfig(LoopConfig):
-    """A SimCLR run: data, model, augmentation, objective and the loop (defaults: REMEDIS)."""
-
-    data: list[str] = setting(list, "Folder (recursive), image file or CSV with a path column")
-    model: str = setting(
-        "resnetv2_50x1_bit.bit_m_in21k", "Backbone: any 2D RGB model (REMEDIS starts from BiT-M)"
-    )
-    init: str = setting("random", "Weights to start from (as --weights takes), or random")
-    preset: Literal["path", "cxr"] = setting("path", "path (224) or cxr (448): reading, views")
-    image_size: int | None = setting(None, "View side (none: the preset's)")
-    temperature: float = setting(0.1, "NT-Xent temperature")
-    head_layers: int = setting(3, "Projection head layers (SimCLR v2: 3)")
-    head_hidden_dim: int | None = setting(None, "Head width (none: the embedding's)")
-    projection_dim: int = setting(128, "Projection size")
-    color_strength: float | None = setting(None, "Colour jitter strength (none: preset's, 1.0)")
-    rotation_degrees: float | None = setting(None, "Rotation range (none: preset's)")
-    equalize_p: float | None = setting(None, "Histogram equalisation p (none: preset's)")
-    elastic_p: float | None = setting(None, "Elastic deformation p (none: preset's)")
-    blur_p: float | None = setting(None, "Gaussian blur p (none: preset's, 0.5)")
-
-    def validate(self) -> None:
-        """The loop's checks plus SimCLR's."""
-        super().validate()
-        if not self.data:
-            raise ConfigError("data: no images given (--data FOLDER|CSV|FILE)")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if self.image_size is not None and self.image_size < 16:
-            raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
-        self.view_config()  # the augmentation fields, checked before any model is built
-
-    def view_config(self):
-        """The augmentation settings: the preset's, with this config's explicit values on top."""
-        names = (
-            "image_size",
-            "color_strength",
-            "rotation_degrees",
-            "equalize_p",
-            "elastic_p",
-            "blur_p",
-        )
-        overrides = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
-        return preset_views(self.preset, **overrides)
 
 
 def pretrain_simclr(
