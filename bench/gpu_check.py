@@ -169,6 +169,9 @@ def check_embed(report: Report, data: Path, out: Path, device: str, gpus: int):
         report.add("embed-torchrun", "FAIL", error=done.stderr[-800:])
         return one
     a, b = (pq.read_table(p).to_pydict() for p in (one, two))
+    if sorted(a["path"]) != sorted(b["path"]):
+        report.add("embed-torchrun", "FAIL", rows=len(b["path"]), expected=len(a["path"]))
+        return one
     by_path = dict(zip(b["path"], b["embedding"], strict=True))
     gap = max(
         float(np.abs(np.subtract(v, by_path[p])).max() / (np.abs(v).max() + 1e-6))
@@ -194,10 +197,11 @@ def check_bf16(report: Report, data: Path, out: Path, device: str, fp32_rows: Pa
     if embedded.returncode == 0 and fp32_rows is not None:
         a, b = (pq.read_table(p).to_pydict() for p in (fp32_rows, rows))
         by_path = dict(zip(b["path"], b["embedding"], strict=True))
-        cosine = min(
-            float(np.dot(v, by_path[p]) / (np.linalg.norm(v) * np.linalg.norm(by_path[p]) + 1e-12))
-            for p, v in zip(a["path"], a["embedding"], strict=True)
-        )
+        if sorted(by_path) == sorted(a["path"]):
+            cosine = min(
+                float(np.dot(v, by_path[p]) / (np.linalg.norm(v) * np.linalg.norm(by_path[p])))
+                for p, v in zip(a["path"], a["embedding"], strict=True)
+            )
     ok = finite and cosine > 0.99
     error = (done.stderr or embedded.stderr)[-500:] if not ok else ""
     report.add(
@@ -259,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    work = args.out / time.strftime("run-%Y%m%d-%H%M%S")  # each run in a fresh folder: runs and
+    work.mkdir()  # outputs of an earlier check are never resumed or compared
     report = Report()
     gpus = torch.cuda.device_count() if args.device == "cuda" else 2  # gloo: 2 CPU processes
     if args.device == "cuda" and gpus == 0:
@@ -272,12 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     os.environ.setdefault("MEDFOUND_UID_SALT", "gpu-check-salt-0123456789")
     os.environ["NVIDIA_TF32_OVERRIDE"] = "0"  # GPU against CPU: full fp32 matmuls and convolutions
-    data = write_images(args.out / "images")
-    check_simclr(report, data, args.out, args.device, gpus, args.steps)
-    fp32_rows = check_embed(report, data, args.out, args.device, gpus)
-    check_bf16(report, data, args.out, args.device, fp32_rows)
+    data = write_images(work / "images")
+    check_simclr(report, data, work, args.device, gpus, args.steps)
+    fp32_rows = check_embed(report, data, work, args.device, gpus)
+    check_bf16(report, data, work, args.device, fp32_rows)
     check_throughput(report, args.device)
-    (args.out / "report.json").write_text(json.dumps(report.parts, indent=2))
+    for where in (work, args.out):
+        (where / "report.json").write_text(json.dumps(report.parts, indent=2))
     print(report.verdict())
     return 0 if all(p["status"] != "FAIL" for p in report.parts.values()) else 1
 

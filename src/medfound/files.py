@@ -46,6 +46,15 @@ def _create_temp(path: Path) -> Path:
         return tmp
 
 
+def remove_temporaries(folder: str | Path, name: str = "*") -> int:
+    """Delete the temporary files `atomic_write` left in `folder` for targets named `name` (all by
+    default) when a process was killed mid-write; call it only where no other writer is active."""
+    found = list(Path(folder).glob(f".{name}.*{TEMP_SUFFIX}")) if Path(folder).is_dir() else []
+    for tmp in found:
+        tmp.unlink(missing_ok=True)
+    return len(found)
+
+
 def fsync_file(path: str | Path) -> None:
     """Flush a file's data and metadata to the disk."""
     fd = os.open(path, os.O_RDONLY)

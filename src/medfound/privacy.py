@@ -71,9 +71,15 @@ def installation_salt() -> bytes:
 
 @functools.cache
 def _salt_at(path: Path) -> bytes:
-    if not path.exists():
-        _create_salt(path)
-    text = path.read_text().strip()
+    try:
+        if not path.exists():
+            _create_salt(path)
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot keep this installation's UID salt ({exc}); set {SALT_ENV} to a "
+            "secret of 16+ characters, or MEDFOUND_CONFIG_DIR to a writable folder"
+        ) from exc
     if len(text) < 16:
         raise ConfigError(f"{path}: the UID salt is too short; delete the file to make a new one")
     return text.encode()

@@ -51,6 +51,11 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path, 
     path, state = load_newest_checkpoint(tmp_path)
     assert path.name == "step-00000010.pt" and state["step"] == 10
     assert "step-00000020.pt: unreadable checkpoint" in caplog.text
+    assert (tmp_path / "checkpoints" / "step-00000020.pt.unreadable").exists()
+    kept = save_checkpoint(tmp_path, 13, {"x": torch.zeros(1)}, keep=1)  # the run goes on
+    assert list_checkpoints(tmp_path) == [kept]  # never the file just written
+    assert load_newest_checkpoint(tmp_path)[1]["step"] == 13
+    path = kept
     path.write_bytes(b"junk")
     with pytest.raises(WeightsError, match="no readable checkpoint"):
         load_newest_checkpoint(tmp_path)

@@ -66,3 +66,13 @@ def test_a_process_group_opened_for_a_task_is_closed_when_it_fails(monkeypatch):
     with distributed.distributed(torch.device("cpu")):
         pass
     assert events == [("init", "gloo"), ("destroy",)]
+
+
+def test_one_gpu_index_for_every_rank_is_refused(monkeypatch):
+    from medfound.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ConfigError, match="--device cuda:1: under torchrun every rank"):
+        distributed.resolve_device("cuda:1", local_rank=0)
+    assert distributed.resolve_device("cuda", local_rank=1).index == 1

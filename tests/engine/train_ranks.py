@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from medfound.engine.distributed import RankFailure
 from medfound.engine.trainer import train
 from tests.engine.toy import NormRegression, Points, loop_config
 
@@ -33,6 +34,19 @@ def main(out: str) -> None:
     torch.manual_seed(999)  # whatever the state now: the checkpoint must bring back each rank's
     train(resumed, Points(), config, out_dir / "resumed", resume=True)
     results |= {"whole": whole.model.state_dict(), "resumed": resumed.model.state_dict()}
+
+    # 3. A failure in a part only rank 0 runs (the export, on a full disk) reaches every rank.
+    class DiskFull(NormRegression):
+        def export(self, model, run_dir):
+            raise OSError("disk full")
+
+    try:
+        train(DiskFull(), Points(), loop_config(max_steps=2), out_dir / "export")
+        outcome = "returned"
+    except RankFailure as exc:
+        outcome = str(exc)
+    results["export_failure"] = [None] * dist.get_world_size()
+    dist.all_gather_object(results["export_failure"], outcome)
     if rank == 0:
         torch.save(results, out_dir / "results.pt")
     dist.barrier()

@@ -161,3 +161,33 @@ def test_compressed_without_decoder_names_the_package(tmp_path):
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(ImageReadError, match=r"JPEG 2000.*install one: .*pylibjpeg"):
         read_image(path)
+
+
+def _axial_series(folder, heights):
+    from pydicom.uid import generate_uid
+
+    series = generate_uid()
+    return [
+        write_dicom(
+            folder / f"z{i}.dcm",
+            np.full((4, 4), i, np.uint16),
+            SeriesInstanceUID=series,
+            ImagePositionPatient=[0, 0, float(z)],
+            ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+            PixelSpacing=[1, 1],
+        )
+        for i, z in enumerate(heights)
+    ]
+
+
+def test_slices_sharing_a_position_are_not_one_volume(tmp_path):
+    paths = _axial_series(tmp_path, [0, 2, 2, 4])  # two echoes of the middle slice, say
+    with pytest.raises(ImageReadError, match=r"echo: 2 slices share a position"):
+        read_dicom_series(paths, "echo")
+
+
+def test_a_missing_slice_is_said_and_the_mean_step_used(tmp_path, caplog):
+    paths = _axial_series(tmp_path, [0, 2, 4, 8])
+    image = read_dicom_series(paths, "gap")
+    assert "gap: uneven slice steps (2 to 4 mm)" in caplog.text
+    assert image.spacing[2] == pytest.approx(8 / 3)

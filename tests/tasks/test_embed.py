@@ -187,21 +187,13 @@ def test_uid_hashes_are_stable_keyed_and_kept_only_when_asked(tmp_path, monkeypa
     sop = str(pydicom.dcmread(tmp_path / "d" / "a.dcm").SOPInstanceUID)
     assert ids["kept"].endswith(f"#sop={sop}") and sop not in ids["first"]
     monkeypatch.setenv("MEDFOUND_UID_SALT", "another-salt-of-this-site")
+
+    def embed_default(out):
+        return embed([tmp_path / "d"], out, model_name=TINY, random_init=True, options=_options())
+
     with pytest.raises(ConfigError, match="holds embeddings of another run"):
-        embed(
-            [tmp_path / "d"],
-            tmp_path / "first.parquet",
-            model_name=TINY,
-            random_init=True,
-            options=_options(),
-        )
-    embed(
-        [tmp_path / "d"],
-        tmp_path / "salted.parquet",
-        model_name=TINY,
-        random_init=True,
-        options=_options(),
-    )
+        embed_default(tmp_path / "first.parquet")  # made with the installation's salt
+    embed_default(tmp_path / "salted.parquet")
     salted = _table(tmp_path / "salted.parquet")["source_id"][0]
     assert salted != ids["first"] and sop not in salted
 
@@ -395,3 +387,32 @@ def test_impossible_options_are_refused_by_name(tmp_path, field, value, message)
             random_init=True,
             options=_options(**{field: value}),
         )
+
+
+def test_a_malformed_uid_is_never_echoed_by_pydicom(tmp_path, caplog, capfd):
+    """Real PACS exports carry UIDs pydicom finds invalid; its warning would quote them."""
+    import warnings
+
+    bad_uids = ("1.2.03.4.9999", "1.2.03.4.8888")
+    (tmp_path / "d").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_dicom(
+            tmp_path / "d" / "a.dcm",
+            np.ones((8, 8), np.uint16),
+            modality="CR",
+            SOPInstanceUID=bad_uids[0],
+            SeriesInstanceUID=bad_uids[1],
+        )
+    capfd.readouterr()
+    caplog.clear()  # what writing the file said
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG):
+        warnings.simplefilter("always")
+        summary = embed(
+            [tmp_path / "d"], tmp_path / "e.parquet", model_name=TINY, random_init=True,
+            options=_options(dicom_series=True),
+        )  # fmt: skip
+    assert summary.embedded == 1
+    said = caplog.text + capfd.readouterr().err + " ".join(str(w.message) for w in caught)
+    said += repr(_table(tmp_path / "e.parquet"))
+    assert not any(uid in said for uid in bad_uids)

@@ -95,7 +95,10 @@ def test_a_chunk_merged_before_a_crash_is_not_merged_again(tmp_path, monkeypatch
     with pytest.raises(Crash):
         writer.merge()  # renamed into place, chunks still there
     monkeypatch.setattr(os, "unlink", real_unlink)
-    assert len(list((tmp_path / "e.parquet.parts").iterdir())) == 2
+    stale = sorted((tmp_path / "e.parquet.parts").iterdir())
+    assert len(stale) == 2
+    for chunk in stale:  # recognised by name from the output's record: never read again
+        chunk.write_bytes(b"not parquet")
     assert _writer(out).merge() == 3
     assert [p for p, _ in _rows(out)] == ["a", "b", "c"]
 
@@ -142,3 +145,21 @@ def test_list_columns_come_from_numpy_unchanged(tmp_path):
     writer.merge()
     got = np.asarray(pq.read_table(out).column("embedding").to_pylist(), np.float32)
     np.testing.assert_array_equal(got, matrix)
+
+
+def test_chunks_of_another_run_are_refused_and_temporaries_swept(tmp_path):
+    from medfound.errors import ConfigError
+
+    out = tmp_path / "e.parquet"
+    _chunk(_writer(out), "ab")
+    other = ResumableParquetWriter(out, {"model": "m", "uids": "another salt"}, SCHEMA, rank=1)
+    _chunk(other, "c")
+    with pytest.raises(ConfigError, match="another run"):
+        _writer(out).merge()
+    for chunk in (tmp_path / "e.parquet.parts").glob("0001-*"):
+        chunk.unlink()
+    killed = [tmp_path / ".e.parquet.1a2b.partial", tmp_path / "e.parquet.parts" / ".x.c3.partial"]
+    for path in killed:
+        path.write_bytes(b"cut short")
+    assert _writer(out).merge() == 2
+    assert not any(path.exists() for path in killed)

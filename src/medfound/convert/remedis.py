@@ -188,7 +188,7 @@ def convert_remedis(
         Path(out),
         card.to_json(),
         extra={
-            "converted_from": str(src),
+            "converted_from": Path(src).name,
             "network_input": network_input,
             "network_input_source": source,
         },

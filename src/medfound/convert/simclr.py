@@ -127,7 +127,7 @@ def convert_simclr(src: str | Path, out: str | Path, model: str | None = None) -
         network,
         Path(out),
         card.to_json(),
-        extra={"converted_from": str(src)},
+        extra={"converted_from": Path(src).name},
         extra_tensors={
             EXTRA_PREFIX + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in extras.items()
         },

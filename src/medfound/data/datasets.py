@@ -7,7 +7,7 @@ from medfound.data.sources import ImageSource
 from medfound.errors import MedfoundError
 from medfound.io.presets import Preset, preprocess, resolve_auto
 from medfound.io.readers import read_image
-from medfound.privacy import UidPolicy, uid_policy
+from medfound.privacy import UidPolicy
 
 
 class ImageDataset(Dataset):
@@ -28,7 +28,9 @@ class ImageDataset(Dataset):
         uids: UidPolicy | None = None,
     ):
         self.sources = sources
-        self.uids = uids or uid_policy()  # resolved here: workers must not each read the salt
+        # None: each reader resolves the default policy when it first meets a DICOM UID (so data
+        # without DICOM never needs the installation's salt).
+        self.uids = uids
         self.preset = preset
         self.shape_args = {
             "spatial_dims": spatial_dims,

@@ -21,6 +21,7 @@ from medfound.files import atomic_write
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"step-(\d{8})\.pt")
+UNREADABLE_SUFFIX = ".unreadable"
 
 
 def rng_state() -> dict:
@@ -66,9 +67,15 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int = 2) -> Pat
     path = checkpoint_path(run_dir, step)
     payload = {**state, "step": step}
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    # Only older checkpoints make room, never the one just written.
+    older = [p for p in list_checkpoints(run_dir) if p != path and _step_of(p) < step]
+    for old in older[: max(0, len(older) - (keep - 1))]:
         old.unlink(missing_ok=True)
     return path
+
+
+def _step_of(path: Path) -> int:
+    return int(_NAME.fullmatch(path.name).group(1))
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -91,15 +98,18 @@ def load_checkpoint(path: Path) -> dict:
 def load_newest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
     """The newest readable checkpoint of a run and its state (None when there is none).
 
-    An unreadable newest file is reported and the previous one used; only when none can be read is
-    that an error (listing each file's reason).
+    An unreadable newest file is reported, renamed to `*.pt.unreadable` and the previous one used;
+    only when none can be read is that an error (listing each file's reason).
     """
     failures = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
             return path, load_checkpoint(path)
         except WeightsError as exc:
-            log.warning("%s; falling back to the checkpoint before it", exc)
+            # Set aside (kept for inspection), so that retention never counts it as a checkpoint.
+            aside = path.with_name(path.name + UNREADABLE_SUFFIX)
+            path.replace(aside)
+            log.warning("%s; set aside as %s, using the checkpoint before it", exc, aside.name)
             failures.append(str(exc))
     if failures:
         raise WeightsError(f"{run_dir}: no readable checkpoint: " + "; ".join(failures))

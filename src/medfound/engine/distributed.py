@@ -8,7 +8,11 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from medfound.errors import ConfigError
+from medfound.errors import ConfigError, MedfoundError
+
+
+class RankFailure(MedfoundError):
+    """What every rank raises when rank 0 failed in a part only it runs."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,27 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
+    def on_main(self, fn):
+        """Run `fn()` on rank 0 only and return its result on every rank; a failure there is raised
+        on every rank (as a RankFailure naming it), so no rank waits forever at the next collective."""
+        result, failure = None, None
+        if self.is_main:
+            try:
+                result = fn()
+            except Exception as exc:
+                if self.world_size == 1:
+                    raise
+                # A user error keeps its type and message; anything else is named.
+                failure = (
+                    exc
+                    if isinstance(exc, MedfoundError)
+                    else RankFailure(f"rank 0 failed: {type(exc).__name__}: {exc}")
+                )
+        result, failure = self.broadcast((result, failure))
+        if failure is not None:
+            raise failure
+        return result
+
     def broadcast(self, obj):
         """Rank 0's `obj` on every rank (`obj` itself in a single process)."""
         if self.world_size == 1:
@@ -70,6 +95,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is available here")
         return torch.device("cuda", local_rank)
+    if name.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            f"--device {name}: under torchrun every rank would use that one GPU; "
+            "pass --device cuda (each rank takes the GPU of its LOCAL_RANK)"
+        )
     try:
         return torch.device(name)
     except RuntimeError as exc:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from medfound.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 JSONL_NAME, CSV_NAME = "metrics.jsonl", "metrics.csv"
@@ -58,13 +60,18 @@ class MetricsLog:
         self.close()
 
     def _rewrite(self, rows: list[dict]) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        with self.csv.open("w", newline="") as f:
-            if rows:
-                writer = csv.writer(f)
-                writer.writerow(list(rows[0]))
-                writer.writerows([r.get(c, "") for c in rows[0]] for r in rows)
+        """Both logs cut back to `rows`, atomically: a kill here never loses the history."""
+
+        def write_csv(tmp: Path) -> None:
+            with tmp.open("w", newline="") as f:
+                if rows:
+                    writer = csv.writer(f)
+                    writer.writerow(list(rows[0]))
+                    writer.writerows([r.get(c, "") for c in rows[0]] for r in rows)
+
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        atomic_write(self.jsonl, lambda tmp: tmp.write_text(text))
+        atomic_write(self.csv, write_csv)
 
 
 def _rows_up_to(path: Path, step: int) -> list[dict]:

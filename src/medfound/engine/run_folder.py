@@ -10,7 +10,7 @@ from pathlib import Path
 
 from medfound.engine.config import CONFIG_NAME, check_resumable, load_config, save_config
 from medfound.engine.distributed import DistContext
-from medfound.errors import ConfigError, MedfoundError, first_items
+from medfound.errors import ConfigError, first_items
 
 
 def claim_run_folder(
@@ -18,21 +18,16 @@ def claim_run_folder(
 ) -> None:
     """Check `run_dir` for a new or resumed run of `config`; a new run's config is saved there.
 
-    Rank 0 checks and decides for every rank (the folder may be on a disk only rank 0 sees), so all
-    ranks raise the same error together instead of some waiting forever.
+    Rank 0 checks and decides for every rank, so that all ranks raise together (a ConfigError, or a
+    RankFailure for anything else, a full disk say) instead of some waiting forever.
     """
-    problem = None
-    if ctx.is_main:
-        try:
-            _check(Path(run_dir), config, resume, may_change)
-        except MedfoundError as exc:
-            problem = str(exc)
-    problem = ctx.broadcast(problem)
-    if problem is not None:
-        raise ConfigError(problem)
-    if ctx.is_main and not resume:
-        save_config(config, Path(run_dir) / CONFIG_NAME)
-    ctx.barrier()
+
+    def check_and_save() -> None:
+        _check(Path(run_dir), config, resume, may_change)
+        if not resume:
+            save_config(config, Path(run_dir) / CONFIG_NAME)
+
+    ctx.on_main(check_and_save)
 
 
 def _check(run_dir: Path, config, resume: bool, may_change: frozenset[str]) -> None:

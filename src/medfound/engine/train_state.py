@@ -58,6 +58,11 @@ class TrainState:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.batches_consumed = int(state["batches_consumed"])
+        if "ranks" not in state:
+            raise ConfigError(
+                "--resume: the checkpoint was written by an older medfound (no per-rank state); "
+                "start a new run"
+            )
         ranks = state["ranks"]
         if len(ranks) != ctx.world_size and ctx.is_main:
             log.warning(

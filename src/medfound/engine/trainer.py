@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from medfound.engine.checkpoint import load_newest_checkpoint, save_checkpoint
+from medfound.engine.checkpoint import load_checkpoint, load_newest_checkpoint, save_checkpoint
 from medfound.engine.distributed import DistContext, distributed, local_rank, resolve_device
 from medfound.engine.global_batchnorm import make_global
 from medfound.engine.loader import autocast, build_loader
@@ -36,6 +36,7 @@ from medfound.engine.run_folder import claim_run_folder
 from medfound.engine.sampling import EpochBatchSampler
 from medfound.engine.train_state import TrainState
 from medfound.errors import ConfigError, ImageReadError, first_items, skip_message
+from medfound.files import remove_temporaries
 from medfound.methods.base import Method, MethodOutput
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,13 @@ class _Loop:
 
     def restore(self) -> None:
         """Continue from the newest readable checkpoint (a warning when there is none yet)."""
-        found = load_newest_checkpoint(self.run_dir)
-        if found is None:
+        # Rank 0 chooses (falling back past unreadable files) and every rank loads that one file:
+        # ranks choosing on their own could resume from different steps.
+        path = self.ctx.on_main(lambda: _newest_path(self.run_dir))
+        if path is None:
             log.warning("%s: no checkpoint yet; starting from step 0", self.run_dir)
             return
-        path, checkpoint = found
-        self.state.load_state_dict(checkpoint, self.ctx)
+        self.state.load_state_dict(load_checkpoint(path), self.ctx)
         log.info("resumed from %s", path)
 
     def run(self) -> TrainSummary:
@@ -154,9 +156,7 @@ class _Loop:
             for part in ctx.gather(summary.skipped):
                 merged.update(part)
             summary.skipped = merged
-        if ctx.is_main:
-            summary.exported = self.method.export(state.module, self.run_dir)
-        ctx.barrier()
+        summary.exported = ctx.on_main(lambda: self.method.export(state.module, self.run_dir))
         return summary
 
     def _one_pass(self, loader, summary: TrainSummary, metrics, advance) -> None:
@@ -221,11 +221,17 @@ class _Loop:
 
     def _checkpoint(self) -> None:
         content = self.state.state_dict(self.ctx)  # collective: every rank's part is gathered
-        if self.ctx.is_main:
-            save_checkpoint(
+        self.ctx.on_main(
+            lambda: save_checkpoint(
                 self.run_dir, self.state.step, content, keep=self.config.keep_checkpoints
             )
-        self.ctx.barrier()
+        )
+
+
+def _newest_path(run_dir: Path) -> Path | None:
+    remove_temporaries(run_dir / "checkpoints")  # a checkpoint cut short by a kill
+    found = load_newest_checkpoint(run_dir)
+    return None if found is None else found[0]
 
 
 def _wrap(module: nn.Module, device: torch.device, ctx: DistContext, compile: bool):

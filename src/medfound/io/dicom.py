@@ -6,6 +6,9 @@ always means brighter. Patient-identifying attributes are never copied into the 
 the whitelisted, technical ones in `_SAFE_META` are.
 """
 
+import functools
+import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from medfound.errors import ImageReadError
 from medfound.io.geometry import dicom_affine, slice_normal, to_canonical, voxel_spacing
 from medfound.io.image import MedicalImage
 from medfound.privacy import UidPolicy, uid_policy
+
+log = logging.getLogger(__name__)
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -129,6 +134,32 @@ def _source_id(path: Path, ds, uids: UidPolicy | None) -> str:
     return f"{path}#sop={(uids or uid_policy())(str(uid))}" if uid else str(path)
 
 
+class _NoValueEcho(logging.Filter):
+    """Drops pydicom's value-validation messages: they quote the value, and for a malformed UID
+    (common in real PACS exports) that is the raw SOP/Series Instance UID."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Invalid value for VR" not in record.getMessage()
+
+
+def _quiet_values(read):
+    """Run a reader without pydicom echoing element values to its log or as warnings."""
+
+    @functools.wraps(read)
+    def wrapper(*args, **kwargs):
+        logger, echo_filter = logging.getLogger("pydicom"), _NoValueEcho()
+        logger.addFilter(echo_filter)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Invalid value for VR")
+                return read(*args, **kwargs)
+        finally:
+            logger.removeFilter(echo_filter)
+
+    return wrapper
+
+
+@_quiet_values
 def read_dicom(path: Path, uids: UidPolicy | None = None) -> MedicalImage:
     """Read one DICOM file. Single-frame -> (C, rows, cols); multi-frame -> a (1, X, Y, Z) volume.
 
@@ -166,6 +197,7 @@ def read_dicom(path: Path, uids: UidPolicy | None = None) -> MedicalImage:
     )
 
 
+@_quiet_values
 def series_key(path: Path) -> str | None:
     """SeriesInstanceUID of a DICOM file (header only), or None if it has none or is unreadable."""
     try:
@@ -176,6 +208,7 @@ def series_key(path: Path) -> str | None:
     return str(uid) if uid else None
 
 
+@_quiet_values
 def read_dicom_series(paths: Sequence[Path], source_id: str) -> MedicalImage:
     """Stack the slices of one series into a (1, X, Y, Z) volume, ordered along the slice normal.
 
@@ -228,6 +261,9 @@ def _series_affine(datasets: list, source_id: str) -> np.ndarray | None:
                 f"{source_id}: slices of one series differ in ImageOrientationPatient "
                 f"({list(orientation)} and {list(ds.ImageOrientationPatient)}): not one volume"
             )
+    _check_slice_steps(
+        [np.asarray(ds.ImagePositionPatient, float) for ds in datasets], orientation, source_id
+    )
     return dicom_affine(
         orientation,
         first.ImagePositionPatient,
@@ -236,6 +272,24 @@ def _series_affine(datasets: list, source_id: str) -> np.ndarray | None:
         len(datasets),
         _slice_gap(first),
     )
+
+
+def _check_slice_steps(positions: list, orientation, source_id: str) -> None:
+    """Refuse slices at one position (echoes, phases, a repeated slice): they are not one volume; warn
+    when the steps are uneven (a missing slice), since the affine then uses their mean, as ITK does."""
+    if len(positions) < 2:
+        return
+    steps = np.diff(np.asarray(positions) @ slice_normal(orientation))
+    if np.any(steps < 1e-3):
+        raise ImageReadError(
+            f"{source_id}: {int(np.sum(steps < 1e-3)) + 1} slices share a position along the "
+            "normal (several echoes, phases or a repeated slice?): not one volume"
+        )
+    if steps.max() > 1.1 * steps.min():
+        log.warning(
+            "%s: uneven slice steps (%.3g to %.3g mm); the volume uses their mean",
+            source_id, steps.min(), steps.max(),
+        )  # fmt: skip
 
 
 def _multiframe_volume(values: np.ndarray, ds):

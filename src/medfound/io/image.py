@@ -14,8 +14,8 @@ class MedicalImage:
             geometry whatever the format: axes in the closest RAS+ order (indices increase towards
             the patient's right, anterior, superior; see io/geometry.py) when the file states where
             voxels are, else (columns, rows, slices) as stored. C is 1 (grayscale) or 3 (RGB).
-        source_id: what identifies the image in outputs: its path, plus `#<SOPInstanceUID>` for DICOM or
-            `#frame=<k>` where one file holds several images. Never patient-identifying.
+        source_id: what identifies the image in outputs: its path, plus `#sop=<ID>` for DICOM, where
+            ID is the SOPInstanceUID as the UID policy shows it (a keyed hash unless kept; privacy.py).
         modality: DICOM modality code (CT, MR, CR, DX, ...) when the file says so, else None.
         spacing: physical size of a pixel/voxel per spatial axis in mm, when known.
         value_range: the (low, high) intensities that map to black and white (from the bit depth,

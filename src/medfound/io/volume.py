@@ -18,6 +18,7 @@ def read_nifti(path: Path) -> MedicalImage:
     A single-slice file is a 2D image as stored, without an affine.
     """
     import nibabel as nib
+    from nibabel.affines import voxel_sizes
 
     try:
         img = nib.load(str(path))
@@ -26,7 +27,9 @@ def read_nifti(path: Path) -> MedicalImage:
         if len(img.shape) == 3 and img.shape[2] > 1:
             img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj, dtype=np.float32)
-        zooms = tuple(float(z) for z in img.header.get_zooms())
+        # From the affine nibabel uses (sform, else qform), as DICOM's spacing comes from its
+        # affine: the header's pixdim can disagree with an sform.
+        zooms = tuple(float(z) for z in voxel_sizes(img.affine))
     except Exception as exc:  # nibabel raises many types for bad files
         raise ImageReadError(f"{path}: not a readable NIfTI file ({exc})") from exc
     if data.ndim not in (2, 3):

@@ -115,7 +115,8 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     card = model.card
     preset_overrides = {"size": options.image_size} if options.image_size else {}
     preset = get_preset(options.preset or card.preset, **preset_overrides)
-    uids = uid_policy(keep=options.keep_uids)
+    # Rank 0's policy for every rank: nodes without a shared home would each make their own salt.
+    uids = ctx.on_main(lambda: uid_policy(keep=options.keep_uids))
     group = options.dicom_series if options.dicom_series is not None else card.spatial_dims == 3
     identity = {
         "model": card.name,
@@ -131,8 +132,7 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     started = time.perf_counter()
     summary = EmbedSummary(out=out)
     sources, problems = collect_sources(inputs, group_series=group, uids=uids)
-    done = writer.done_ids()
-    ctx.barrier()  # every rank has read what is done before any rank writes
+    done = ctx.on_main(writer.done_ids)  # read by rank 0 before any rank writes
     todo = [s for s in sources if s.id not in done]
     summary.already_done = len(sources) - len(todo)
     mine = todo[ctx.rank :: ctx.world_size]
@@ -160,9 +160,7 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     if ctx.world_size > 1:
         summary.embedded = sum(n for n, _ in per_rank)
         summary.skipped = [s for _, skipped in per_rank for s in skipped]
-    if ctx.is_main:
-        summary.total_rows = writer.merge()
-    ctx.barrier()
+    summary.total_rows = ctx.on_main(writer.merge)
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -2,8 +2,8 @@
 
 Rows are written in chunks, each a durable, atomically renamed Parquet file in `OUT.parquet.parts/`; at
 the end the existing output and the chunks are streamed, row group by row group, into a new
-`OUT.parquet` (atomically renamed), and the chunks are removed. Memory stays bounded by one chunk,
-whatever the number of rows.
+`OUT.parquet` (atomically renamed), and the chunks are removed. Memory is one chunk (a row group) of
+embeddings plus the set of source ids (strings), whatever the size of the embeddings.
 
 Crash safety: a crash at any moment leaves the previous output intact and every finished chunk on disk,
 so a re-run skips what is already done. The output records which chunks it was merged from; a crash
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medfound.errors import ConfigError
-from medfound.files import atomic_write, fsync_dir
+from medfound.files import atomic_write, fsync_dir, remove_temporaries
 
 IDENTITY_KEY = b"medfound_run"
 MERGED_KEY = b"medfound_merged_chunks"
@@ -52,15 +52,18 @@ class ResumableParquetWriter:
         """Sources already written by earlier (possibly interrupted) runs into this output."""
         done: set[str] = set()
         for path in self._files():
-            metadata = pq.read_schema(path).metadata or {}
-            found = json.loads(metadata.get(IDENTITY_KEY, b"{}"))
-            if found != self.identity:
-                raise ConfigError(
-                    f"{path} holds embeddings of another run ({found}); this run is "
-                    f"{self.identity}: choose another --out or remove it"
-                )
+            self._check_identity(path)
             done.update(pq.read_table(path, columns=[ID_COLUMN]).column(ID_COLUMN).to_pylist())
         return done
+
+    def _check_identity(self, path: Path) -> None:
+        metadata = pq.read_schema(path).metadata or {}
+        found = json.loads(metadata.get(IDENTITY_KEY, b"{}"))
+        if found != self.identity:
+            raise ConfigError(
+                f"{path} holds embeddings of another run or an older medfound ({found}); this "
+                f"run is {self.identity}: choose another --out or remove it"
+            )
 
     def write_chunk(self, columns: dict[str, list], vectors: dict[str, np.ndarray]) -> None:
         """Write one finished chunk (atomically): scalar `columns` as lists, and list columns from
@@ -79,11 +82,15 @@ class ResumableParquetWriter:
 
     def merge(self) -> int:
         """Fold the chunks into the output file (idempotent under crashes); its row count."""
+        remove_temporaries(self.parts)  # left by a kill mid-write; no rank writes any more
+        remove_temporaries(self.out.parent, self.out.name)
         chunks = self._chunks()
         merged_before = _merged_chunks(self.out)
         for stale in [c for c in chunks if c.name in merged_before]:
             stale.unlink()  # already in the output: a crash stopped their removal last time
         fresh = [c for c in chunks if c.name not in merged_before]
+        for chunk in fresh:  # every rank's chunks must come from the same run
+            self._check_identity(chunk)
         if fresh:
             sources = ([self.out] if self.out.exists() else []) + fresh
             meta = dict(self.schema.metadata)
