@@ -124,7 +124,8 @@ def test_user_errors_exit_2_with_one_line_naming_the_problem(case, tmp_path):
     assert result.stdout == "" and "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0]  # (log lines may come before it)
-    assert not (tmp_path / "out").exists()  # nothing written on the way to the error
+    for written in ("out", "run"):  # nothing written on the way to the error
+        assert not (tmp_path / written).exists(), written
 
 
 def test_export_safetensors_holds_the_model_and_its_card(tmp_path):

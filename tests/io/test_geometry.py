@@ -66,7 +66,7 @@ def _write_series(folder, ct):
             SeriesInstanceUID=series,
             InstanceNumber=n + 1,
             ImagePositionPatient=[*_lps_corner(), ORIGIN[2] + SPACING[2] * k],
-            SliceThickness=SPACING[2],
+            SliceThickness=3.0,  # thicker than the step (overlapping slices): positions must win
             **_AXIAL,
             **_CT,
         )
@@ -98,7 +98,7 @@ def _write_multiframe(path, ct):
             [item(ImageOrientationPatient=_AXIAL["ImageOrientationPatient"])]
         ),
         PixelMeasuresSequence=Sequence(
-            [item(PixelSpacing=_AXIAL["PixelSpacing"], SliceThickness=SPACING[2])]
+            [item(PixelSpacing=_AXIAL["PixelSpacing"], SliceThickness=3.0)]
         ),
     )
     frames = np.stack([_slice_pixels(ct, k) for k in order])

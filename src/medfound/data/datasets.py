@@ -55,7 +55,7 @@ class ImageDataset(Dataset):
             "index": index,
             "source": source.id,
             "tensor": tensor,
-            "source_id": image.source_id if "#series=" not in source.id else source.id,
+            "source_id": source.id if source.series else image.source_id,
             "modality": image.modality,
             "preset": resolve_auto(self.preset, image).name,
         }

@@ -22,11 +22,12 @@ class ImageSource:
 
     id: str
     paths: tuple[Path, ...]
+    series: bool = False  # the files of one DICOM series, read together as a volume
 
     @property
     def target(self) -> Path | tuple[Path, ...]:
         """What `read_image` takes: a path, or the list of a series' files."""
-        return self.paths[0] if len(self.paths) == 1 and "#series=" not in self.id else self.paths
+        return self.paths if self.series else self.paths[0]
 
 
 def collect_sources(
@@ -97,5 +98,7 @@ def _group_dicom_series(files: list[Path], uids: UidPolicy) -> list[ImageSource]
             sources.append(ImageSource(str(groups[entry][0]), tuple(groups[entry])))
         else:
             folder, uid = entry
-            sources.append(ImageSource(f"{folder}#series={uids(uid)}", tuple(groups[entry])))
+            sources.append(
+                ImageSource(f"{folder}#series={uids(uid)}", tuple(groups[entry]), series=True)
+            )
     return sources
