@@ -1,0 +1,70 @@
+"""The Models Genesis corruption of a batch, composed as the original: flip input and target
+together, then on the input only local pixel shuffling, non-linear intensity and in-/out-painting,
+each with its own probability (so some inputs stay uncorrupted: the identity case). The target is
+always the (flipped) uncorrupted cube.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from medfound.errors import ConfigError
+from medfound.methods.genesis import flip, intensity, painting, shuffle
+
+
+@dataclass(frozen=True)
+class CorruptionConfig:
+    """Probabilities of the original (REFERENCE.md section 3); `fill` None paints with noise."""
+
+    flip_p: float = 0.4
+    shuffle_p: float = 0.5
+    intensity_p: float = 0.9
+    invert_p: float = 0.5
+    paint_p: float = 0.9
+    outpaint_p: float = 0.8
+    fill: float | None = None
+
+    def __post_init__(self):
+        for name in ("flip_p", "shuffle_p", "intensity_p", "invert_p", "paint_p", "outpaint_p"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {value}")
+
+
+@dataclass
+class CorruptionParams:
+    """Everything one batch's corruption drew: replaying it needs no seed."""
+
+    flip: flip.FlipParams
+    shuffle: shuffle.ShuffleParams
+    intensity: intensity.IntensityParams
+    painting: painting.PaintingParams
+
+
+class GenesisCorruption:
+    """cubes (B, C, *spatial) in [0, 1] -> (corrupted inputs, targets), 2D or 3D."""
+
+    def __init__(self, config: CorruptionConfig | None = None):
+        self.config = config or CorruptionConfig()
+
+    def sample(self, shape: tuple[int, ...], seed: int) -> CorruptionParams:
+        """Per-sample parameters of every step, from `seed` (on the CPU: the same on any device)."""
+        c, generator = self.config, torch.Generator().manual_seed(seed)
+        return CorruptionParams(
+            flip=flip.sample(shape, generator, p=c.flip_p),
+            shuffle=shuffle.sample(shape, generator, p=c.shuffle_p),
+            intensity=intensity.sample(shape, generator, p=c.intensity_p, invert_p=c.invert_p),
+            painting=painting.sample(shape, generator, p=c.paint_p, outpaint_p=c.outpaint_p),
+        )
+
+    def apply(self, cubes: torch.Tensor, params: CorruptionParams):
+        """The corrupted inputs and the targets, as `params` say."""
+        target = flip.apply(cubes, params.flip)
+        corrupted = shuffle.apply(target, params.shuffle)
+        corrupted = intensity.apply(corrupted, params.intensity)
+        corrupted = painting.apply(corrupted, params.painting, fill=self.config.fill)
+        return corrupted, target
+
+    def __call__(self, cubes: torch.Tensor, seed: int):
+        """Sample with `seed`, then apply."""
+        return self.apply(cubes, self.sample(tuple(cubes.shape), seed))
