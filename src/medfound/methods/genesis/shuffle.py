@@ -47,22 +47,20 @@ def apply(x: torch.Tensor, params: ShuffleParams) -> torch.Tensor:
     # Local offsets of every slot of the largest box, and the voxel each slot is in each box.
     grids = torch.meshgrid(*[torch.arange(h, device=device) for h in highs], indexing="ij")
     offsets = torch.stack([g.reshape(-1) for g in grids], -1)  # (slots, dims)
-    valid = (offsets[None, None] < sides[:, :, None]).all(-1)  # (B, boxes, slots)
+    valid = torch.ones(sides.shape[:2] + offsets.shape[:1], dtype=torch.bool, device=device)
+    for d in range(len(spatial)):  # (B, boxes, slots): the slot lies inside this box
+        valid &= offsets[:, d] < sides[..., d, None]
     strides = torch.tensor(
         [math.prod(spatial[d + 1 :]) for d in range(len(spatial))], device=device
     )
-    index = ((starts[:, :, None] + offsets[None, None]) * strides).sum(-1)  # (B, boxes, slots)
-    # Valid slots in their own order (destinations) and in a random order (sources).
-    slots = offsets.shape[0]
-    natural = torch.argsort((~valid).long() * slots + torch.arange(slots, device=device), dim=-1)
-    keys = torch.where(
-        valid, params.keys.to(device), torch.full_like(params.keys, 2.0, device=device)
-    )
+    corner = (starts * strides).sum(-1, keepdim=True)  # (B, boxes, 1)
+    dest = torch.where(valid, corner + (offsets * strides).sum(-1), 0)  # (B, boxes, slots)
+    # The k-th valid slot (in slot order) takes the voxel of the k-th valid slot in a random order.
+    keys = torch.where(valid, params.keys.to(device), 2.0)
     shuffled = torch.argsort(keys, dim=-1)
-    count = valid.sum(-1, keepdim=True)
-    used = torch.arange(slots, device=device) < count  # the first `count` of each ordering
-    index = torch.where(valid, index, 0)  # slots outside a smaller box point nowhere harmful
-    dest, src = index.gather(-1, natural), index.gather(-1, shuffled)
+    rank = (valid.cumsum(-1) - 1).clamp_min(0)
+    src = dest.gather(-1, shuffled.gather(-1, rank))
+    used = valid
     # Overlaps: the last box covering a voxel decides it, as the original's sequential writes do.
     box = torch.arange(dest.shape[1], device=device)[None, :, None].expand_as(dest)
     winner = torch.full((batch, math.prod(spatial)), -1, dtype=torch.long, device=device)
