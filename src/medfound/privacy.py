@@ -88,10 +88,10 @@ def _salt_at(path: Path) -> bytes:
 def _create_salt(path: Path) -> None:
     """Write a new random salt; the first of several processes racing here wins (link is atomic and
     refuses an existing name), so every rank of a job hashes with the same salt."""
-    from medfound.files import fsync_dir, fsync_file
+    from medfound.files import TEMP_SUFFIX, fsync_dir, fsync_file
 
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_hex(32))

@@ -53,12 +53,6 @@ class MetricsLog:
             self.writer.close()
             self.writer = None
 
-    def __enter__(self) -> "MetricsLog":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def _rewrite(self, rows: list[dict]) -> None:
         """Both logs cut back to `rows`, atomically: a kill here never loses the history."""
 

@@ -33,9 +33,9 @@ def claim_run_folder(
 def _check(run_dir: Path, config, resume: bool, may_change: frozenset[str]) -> None:
     saved = run_dir / CONFIG_NAME
     if not resume:
-        entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
         if run_dir.exists() and not run_dir.is_dir():
             raise ConfigError(f"{run_dir}: exists and is not a folder; choose another --out")
+        entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.exists() else []
         if entries:
             raise ConfigError(
                 f"{run_dir} is not empty ({first_items(entries, 4)}); a new run needs an empty "

@@ -122,11 +122,22 @@ class _Loop:
         """Continue from the newest readable checkpoint (a warning when there is none yet)."""
         # Rank 0 chooses (falling back past unreadable files) and every rank loads that one file:
         # ranks choosing on their own could resume from different steps.
-        path = self.ctx.on_main(lambda: _newest_path(self.run_dir))
+        chosen: dict = {}  # rank 0 keeps the state it read while choosing: one read, not two
+
+        def choose() -> Path | None:
+            remove_temporaries(self.run_dir / "checkpoints")  # a checkpoint cut short by a kill
+            found = load_newest_checkpoint(self.run_dir)
+            if found is None:
+                return None
+            chosen["state"] = found[1]
+            return found[0]
+
+        path = self.ctx.on_main(choose)
         if path is None:
             log.warning("%s: no checkpoint yet; starting from step 0", self.run_dir)
             return
-        self.state.load_state_dict(load_checkpoint(path), self.ctx)
+        state = chosen["state"] if "state" in chosen else load_checkpoint(path)
+        self.state.load_state_dict(state, self.ctx)
         log.info("resumed from %s", path)
 
     def run(self) -> TrainSummary:
@@ -226,12 +237,6 @@ class _Loop:
                 self.run_dir, self.state.step, content, keep=self.config.keep_checkpoints
             )
         )
-
-
-def _newest_path(run_dir: Path) -> Path | None:
-    remove_temporaries(run_dir / "checkpoints")  # a checkpoint cut short by a kill
-    found = load_newest_checkpoint(run_dir)
-    return None if found is None else found[0]
 
 
 def _wrap(module: nn.Module, device: torch.device, ctx: DistContext, compile: bool):

@@ -17,7 +17,6 @@ Every step samples its parameters and hands them to a deterministic twin (TorchI
 import dataclasses
 import math
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any
 
 import kornia.augmentation as K
@@ -26,36 +25,11 @@ from torch import nn
 
 from medfound.errors import ConfigError
 from medfound.methods.color_jitter import RandomColorJitter
+from medfound.methods.config_checks import check_number, check_probabilities, check_range
 from medfound.methods.gaussian_blur import RandomGaussianBlur
 
 # The blur kernel and the crop need a few pixels; below this a view carries almost no signal.
 MIN_IMAGE_SIZE = 16
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _check_number(
-    name: str, value: object, low: float, high: float, rule: str, open_low: bool = False
-) -> None:
-    """ConfigError '<name> <rule>, got <value>' unless value is a real number within the bounds."""
-    # written so that NaN fails every comparison, and is refused
-    ok = _is_real(value) and (value > low if open_low else value >= low) and value <= high
-    if not ok:
-        raise ConfigError(f"{name} {rule}, got {value!r}")
-
-
-def _check_range(name: str, value: object, high: float = math.inf) -> tuple[float, float]:
-    """A (low, high) pair with 0 < low <= high <= `high`, as a tuple of floats; else ConfigError."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
-    ok = len(pair) == 2 and all(map(_is_real, pair)) and 0 < pair[0] <= pair[1] <= high
-    if not ok:
-        bound = f" <= {high:g}" if high < math.inf else ""
-        raise ConfigError(
-            f"{name} must be a pair (low, high) with 0 < low <= high{bound}, got {value!r}"
-        )
-    return float(pair[0]), float(pair[1])
 
 
 @dataclass(frozen=True)
@@ -83,18 +57,17 @@ class ViewConfig:
         size = self.image_size
         if isinstance(size, bool) or not isinstance(size, int) or size < MIN_IMAGE_SIZE:
             raise ConfigError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {size!r}")
-        for name in (f.name for f in dataclasses.fields(self) if f.name.endswith("_p")):
-            _check_number(name, getattr(self, name), 0.0, 1.0, "must be in [0, 1]")
+        check_probabilities(self)
         for name in ("color_strength", "rotation_degrees", "elastic_alpha"):
-            _check_number(name, getattr(self, name), 0.0, math.inf, "must be >= 0")
+            check_number(name, getattr(self, name), 0.0, math.inf, "must be >= 0")
         # sigma 0 would divide by zero in the elastic step's Gaussian smoothing
-        _check_number(
+        check_number(
             "elastic_sigma", self.elastic_sigma, 0.0, math.inf, "must be > 0", open_low=True
         )
         # tuples may arrive as YAML lists: store them as tuples so configs compare and hash alike
-        object.__setattr__(self, "crop_scale", _check_range("crop_scale", self.crop_scale, 1.0))
-        object.__setattr__(self, "crop_ratio", _check_range("crop_ratio", self.crop_ratio))
-        object.__setattr__(self, "blur_sigma", _check_range("blur_sigma", self.blur_sigma))
+        object.__setattr__(self, "crop_scale", check_range("crop_scale", self.crop_scale, 1.0))
+        object.__setattr__(self, "crop_ratio", check_range("crop_ratio", self.crop_ratio))
+        object.__setattr__(self, "blur_sigma", check_range("blur_sigma", self.blur_sigma))
 
 
 def preset_views(name: str, **overrides) -> ViewConfig:

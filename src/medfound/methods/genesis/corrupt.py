@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from medfound.errors import ConfigError
+from medfound.methods.config_checks import check_probabilities
 from medfound.methods.genesis import flip, intensity, painting, shuffle
 
 
@@ -25,10 +25,7 @@ class CorruptionConfig:
     fill: float | None = None
 
     def __post_init__(self):
-        for name in ("flip_p", "shuffle_p", "intensity_p", "invert_p", "paint_p", "outpaint_p"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {value}")
+        check_probabilities(self)
 
 
 @dataclass
