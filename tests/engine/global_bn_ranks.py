@@ -1,5 +1,6 @@
 """Run under torchrun by test_global_batchnorm: each rank normalises its half of the batch."""
 
+import os
 import sys
 
 import torch
@@ -43,6 +44,11 @@ def main(out_file: str) -> None:
     )
     dist.barrier()
     dist.destroy_process_group()
+    # The results are written and the group is closed. Skip the interpreter's teardown: after
+    # autograd collectives on gloo it aborts now and then ("terminate called without an active
+    # exception", ~1 run in 6 here), which says nothing about what this test checks.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

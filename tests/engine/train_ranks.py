@@ -1,6 +1,7 @@
 """Run under torchrun by test_trainer: the whole loop on 2 ranks, and a crash + resume on 2 ranks."""
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def main(out: str) -> None:
         torch.save(results, out_dir / "results.pt")
     dist.barrier()
     dist.destroy_process_group()
+    # The results are written and the group is closed. Skip the interpreter's teardown: after
+    # autograd collectives on gloo it aborts now and then ("terminate called without an active
+    # exception", ~1 run in 6 here), which says nothing about what this test checks.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
