@@ -111,3 +111,17 @@ def tissue_tiles(folder: Path, size: int = 48) -> list[Path]:
                 resized = np.asarray(Image.fromarray(tile).resize((size, size)))
                 paths.append(write_png(folder / f"{name}-{i}{j}.png", resized))
     return paths
+
+
+def axis_aligned_affine(spacing, origin) -> np.ndarray:
+    """A 4x4 voxel -> RAS mm affine with `spacing` along the axes and voxel (0, 0, 0) at `origin`."""
+    affine = np.diag([*map(float, spacing), 1.0])
+    affine[:3, 3] = origin
+    return affine
+
+
+def asymmetric_ct(shape, seed: int = 7) -> np.ndarray:
+    """int16 HU values with no symmetry (a gradient per axis plus noise): any flip or swap shows."""
+    i, j, k = np.indices(shape)
+    noise = np.random.default_rng(seed).integers(0, 50, shape)
+    return (-900 + 40 * i + 17 * j + 60 * k + noise).astype(np.int16)

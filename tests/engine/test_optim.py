@@ -9,6 +9,7 @@ from medfound.engine.optim import (
     build_optimizer,
     parameter_groups,
     scaled_learning_rate,
+    schedule_multiplier,
     warmup_cosine,
 )
 from medfound.errors import ConfigError
@@ -63,8 +64,28 @@ def test_schedule_endpoints():
 def test_learning_rate_scaling():
     assert scaled_learning_rate(0.3, 512, "linear") == pytest.approx(0.6)
     assert scaled_learning_rate(0.075, 4096, "sqrt") == pytest.approx(0.075 * 64)
-    with pytest.raises(ConfigError, match="'linear' or 'sqrt'"):
+    assert scaled_learning_rate(1.0, 6, "none") == 1.0  # Models Genesis: lr 1 at batch 6
+    with pytest.raises(ConfigError, match="'sqrt' or 'none'"):
         scaled_learning_rate(0.3, 512, "log")
+
+
+def test_step_schedule_decays_after_warmup():
+    step = schedule_multiplier("step", 4, 100, decay_factor=0.5, decay_every=10)
+    assert [step(s) for s in (0, 2, 4, 9, 10, 19, 20, 35)] == [0, 0.5, 1, 1, 0.5, 0.5, 0.25, 0.125]
+    with pytest.raises(ConfigError, match="decay_every"):
+        schedule_multiplier("step", 0, 100)
+
+
+def test_plateau_schedule_follows_its_factor():
+    factor = [1.0]
+    plateau = schedule_multiplier("plateau", 2, 100, plateau_factor=lambda: factor[0])
+    assert plateau(1) == 0.5 and plateau(50) == 1.0
+    factor[0] = 0.1
+    assert plateau(50) == pytest.approx(0.1) and plateau(1) == pytest.approx(0.05)
+    cosine = schedule_multiplier("warmup-cosine", 10, 110)
+    assert cosine(60) == pytest.approx(warmup_cosine(60, 10, 110))
+    with pytest.raises(ConfigError, match="schedule must be"):
+        schedule_multiplier("exponential", 0, 10)
 
 
 @pytest.mark.parametrize("name", ["lars", "sgd", "adamw"])

@@ -59,9 +59,14 @@ def test_checkpoint_cadence_and_retention(tmp_path):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"batch_size": 128}, "64 images do not fill one batch of 128"),
+        ({"batch_size": 128}, "64 items do not fill one batch of 128"),
         ({"max_steps": 0}, "max_steps must be >= 1"),
         ({"log_every": 0}, "log_every must be >= 1"),
+        ({"schedule": "step"}, "schedule step needs decay_every"),
+        ({"schedule": "plateau"}, "schedule plateau needs validation"),
+        ({"early_stop_patience": 3}, "early_stop_patience needs validation"),
+        ({"decay_factor": 1.5}, r"decay_factor must be in \(0, 1\]"),
+        ({"validate_every": 5}, "validate_every is set but there are no validation data"),
     ],
 )
 def test_impossible_settings_are_refused_by_name(tmp_path, changes, message):

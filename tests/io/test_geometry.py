@@ -14,26 +14,16 @@ from medfound.data.sources import collect_sources
 from medfound.io import get_preset, read_image
 from medfound.io.geometry import dicom_affine, to_canonical
 from medfound.models import load_model
-from tests.factories import write_dicom
+from tests.factories import asymmetric_ct, axis_aligned_affine, write_dicom
 
 SHAPE = (20, 24, 12)  # X (to the right), Y (anterior), Z (superior)
 SPACING = (0.8, 0.7, 2.5)
 ORIGIN = (-7.6, 12.0, -40.0)  # RAS mm of voxel (0, 0, 0)
-AFFINE = np.array(
-    [
-        [SPACING[0], 0, 0, ORIGIN[0]],
-        [0, SPACING[1], 0, ORIGIN[1]],
-        [0, 0, SPACING[2], ORIGIN[2]],
-        [0, 0, 0, 1],
-    ]
-)
+AFFINE = axis_aligned_affine(SPACING, ORIGIN)
 
 
 def _ct() -> np.ndarray:
-    """HU values with no symmetry: a gradient per axis plus noise, so any flip or swap shows."""
-    i, j, k = np.indices(SHAPE)
-    noise = np.random.default_rng(7).integers(0, 50, SHAPE)
-    return (-900 + 40 * i + 17 * j + 60 * k + noise).astype(np.int16)
+    return asymmetric_ct(SHAPE)
 
 
 def _lps_corner() -> list[float]:

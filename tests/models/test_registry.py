@@ -3,6 +3,7 @@ import torch
 
 from medfound.errors import UnknownModelError, WeightsError
 from medfound.models import build_model, get_card, list_models, load_model
+from medfound.models.unet2d import UNet2D
 from medfound.models.unet3d import UNet3D
 
 REGISTERED = [c.name for c in list_models()]
@@ -20,7 +21,7 @@ def test_registry_has_the_documented_models():
             for i in "sm"
         }
         | {f"resnetv2_{w}_bit.bit_{i}" for i in ("s_in1k", "m_in21k") for w in ("50x1", "152x2")}
-        | {"unet3d_genesis.chest_ct"}
+        | {"unet3d_genesis.chest_ct", "unet2d_genesis.resnet18"}
     )
     assert expected == set(REGISTERED)
     assert get_card("cxr-50x1-remedis-m").input_size == 448
@@ -31,6 +32,9 @@ def _built_architecture(network: torch.nn.Module) -> str:
     """The architecture the built network itself reports, independent of the card."""
     if isinstance(network, UNet3D):
         return "unet3d-genesis"  # medfound's own network, its one architecture
+    if isinstance(network, UNet2D):
+        assert network.encoder_name == "resnet18"  # the encoder of Genesis 2D
+        return "unet2d-genesis"
     return network.pretrained_cfg["architecture"]  # what timm says it created
 
 

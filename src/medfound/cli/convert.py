@@ -1,4 +1,4 @@
-"""`medfound convert remedis SRC --out FILE.safetensors [--model NAME]`."""
+"""`medfound convert remedis|simclr|genesis SRC --out FILE.safetensors [--model NAME]`."""
 
 from pathlib import Path
 
@@ -52,3 +52,25 @@ def simclr(
 
     card = convert_simclr(src, out, model=model)
     console.print(f"wrote {out} ({card.name}, input {card.input_contract})")
+
+
+@app.command("genesis")
+@handles_errors
+def genesis(
+    src: Path = typer.Argument(
+        ..., help="The original release's checkpoint, e.g. Genesis_Chest_CT.pt"
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file"),
+    model: str = typer.Option(
+        "unet3d_genesis.chest_ct", "--model", "-m", help="A Genesis 3D U-Net model name"
+    ),
+) -> None:
+    """Convert the original Models Genesis PyTorch checkpoint, checking every tensor by name."""
+    from medfound.convert.genesis import convert_genesis
+
+    done = convert_genesis(src, out, model=model)
+    prefix = " ('module.' prefix stripped)" if done.stripped_prefix else ""
+    console.print(
+        f"mapped {done.tensors} tensors of the original Models Genesis checkpoint{prefix} onto "
+        f"{done.card.name}, every name and shape checked; wrote {out}"
+    )

@@ -8,6 +8,7 @@ from medfound.cli import convert, models, pretrain
 from medfound.cli.embed import embed_command
 from medfound.cli.errors import handles_errors
 from medfound.cli.export import export_command
+from medfound.cli.restore import restore_command
 
 app = typer.Typer(
     help="medfound: medical-imaging foundation models (embed, pretrain, transfer, convert).",
@@ -20,6 +21,7 @@ app.add_typer(convert.app, name="convert")
 app.add_typer(pretrain.app, name="pretrain")
 app.command("embed")(embed_command)
 app.command("export")(export_command)
+app.command("restore")(restore_command)
 
 
 @app.command("demo")

@@ -62,10 +62,15 @@ class ImageDataset(Dataset):
 
 
 def collate_items(items: list[dict]) -> dict:
-    """Stack the good items into one batch tensor; pass the failed ones through as errors."""
+    """Stack the good items into one batch tensor; pass the failed ones through as errors.
+
+    An item marked `group` holds several samples (k, C, ...) cut from one read (the cubes of one
+    volume): its samples join the batch one by one.
+    """
     good = [item for item in items if "error" not in item]
+    parts = [item["tensor"] if item.get("group") else item["tensor"][None] for item in good]
     return {
-        "tensor": torch.stack([item["tensor"] for item in good]) if good else None,
+        "tensor": torch.cat(parts) if parts else None,
         "items": [{k: v for k, v in item.items() if k != "tensor"} for item in good],
         "errors": [(item["source"], item["error"]) for item in items if "error" in item],
     }

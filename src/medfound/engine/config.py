@@ -85,9 +85,12 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     return cls(**values)
 
 
-def load_config(cls: type[T], path: str | Path | None = None, **overrides) -> T:
-    """Defaults, then the YAML file (if any), then keyword overrides (None means 'not given')."""
-    data: dict = {}
+def load_config(
+    cls: type[T], path: str | Path | None = None, *, base: dict | None = None, **overrides
+) -> T:
+    """Defaults, then `base` (e.g. a recipe), then the YAML file (if any), then keyword overrides
+    (None means 'not given')."""
+    data: dict = dict(base or {})
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
@@ -123,13 +126,14 @@ def resolve_run_config(
     overrides: dict | None = None,
     resume: bool = False,
     may_change: frozenset[str] = frozenset(),
+    base: dict | None = None,
 ) -> T:
     """The config of a run in `run_dir`.
 
-    A new run: defaults, then `config_file`, then `overrides` (None values mean 'not given'). A resumed
-    run: the config saved in `run_dir/config.yaml`; an override may only change the fields in
-    `may_change` (devices, logging, checkpoint cadence), since anything else would make the
-    continuation differ from the run that was started. The folder itself is claimed (and checked
+    A new run: defaults, then `base`, then `config_file`, then `overrides` (None values mean 'not
+    given'). A resumed run: the config saved in `run_dir/config.yaml`; an override may only change
+    the fields in `may_change` (devices, logging, checkpoint cadence), since anything else would
+    make the continuation differ from the run that was started. The folder itself is claimed (and checked
     again) by the training loop: engine/run_folder.py.
     """
     saved = Path(run_dir) / CONFIG_NAME
@@ -140,7 +144,7 @@ def resolve_run_config(
                 f"{run_dir} already holds a run ({saved.name}); pass --resume to continue it "
                 "or choose another --out"
             )
-        return load_config(cls, config_file, **overrides)
+        return load_config(cls, config_file, base=base, **overrides)
     if not saved.exists():
         raise ConfigError(f"--resume: {run_dir} holds no run to continue (no {saved.name})")
     if config_file is not None:

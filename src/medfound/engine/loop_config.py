@@ -20,10 +20,26 @@ class LoopConfig:
     max_steps: int | None = setting(None, "Steps; overrides epochs (also the cosine's length)")
     optimizer: Literal["lars", "sgd", "adamw"] = setting("lars", "lars, sgd or adamw")
     lr: float = setting(0.3, "Base learning rate, before batch scaling")
-    lr_scaling: Literal["linear", "sqrt"] = setting("linear", "linear or sqrt in batch/256")
+    lr_scaling: Literal["linear", "sqrt", "none"] = setting(
+        "linear", "linear or sqrt in batch/256, or none (lr as given)"
+    )
     weight_decay: float = setting(1e-6, "Weight decay (not on norms and biases)")
     momentum: float = setting(0.9, "Momentum of lars and sgd")
     warmup_epochs: float = setting(10.0, "Linear warmup, in epochs")
+    schedule: Literal["warmup-cosine", "step", "plateau"] = setting(
+        "warmup-cosine",
+        "warmup-cosine; step (x decay-factor every decay-every steps); plateau (x decay-factor "
+        "after plateau-patience validations without improvement); warmup applies to all",
+    )
+    decay_factor: float = setting(0.5, "Learning-rate factor of the step and plateau schedules")
+    decay_every: int | None = setting(None, "Steps between the step schedule's decays")
+    validate_every: int | None = setting(
+        None, "Steps between validation passes on held-out data (none: no validation)"
+    )
+    plateau_patience: int = setting(5, "Validations without improvement before a plateau decay")
+    early_stop_patience: int | None = setting(
+        None, "Stop after this many validations without improvement (none: never)"
+    )
     precision: Literal["fp32", "bf16"] = setting("fp32", "fp32 or bf16 (autocast)")
     compile: bool = setting(False, "torch.compile the model (minutes to compile once)")
     clip_grad_norm: float | None = setting(None, "Clip the gradient norm to this value")
@@ -48,6 +64,26 @@ class LoopConfig:
             raise ConfigError("lr must be > 0, warmup_epochs and weight_decay >= 0")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        self._validate_schedule()
+
+    def _validate_schedule(self) -> None:
+        for name in ("decay_every", "validate_every", "early_stop_patience"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if self.plateau_patience < 1:
+            raise ConfigError(f"plateau_patience must be >= 1, got {self.plateau_patience}")
+        if not 0 < self.decay_factor <= 1:
+            raise ConfigError(f"decay_factor must be in (0, 1], got {self.decay_factor}")
+        if self.schedule == "step" and self.decay_every is None:
+            raise ConfigError("schedule step needs decay_every (steps between decays)")
+        needs_validation = {
+            "schedule plateau": self.schedule == "plateau",
+            "early_stop_patience": self.early_stop_patience is not None,
+        }
+        for what, used in needs_validation.items():
+            if used and self.validate_every is None:
+                raise ConfigError(f"{what} needs validation: set validate_every (steps)")
 
 
 # What may differ when a run is resumed: none of these changes what is computed.

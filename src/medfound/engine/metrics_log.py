@@ -17,20 +17,24 @@ from medfound.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-JSONL_NAME, CSV_NAME = "metrics.jsonl", "metrics.csv"
-
 
 class MetricsLog:
     """Appends one row of scalars per logged step to RUN_DIR/metrics.{jsonl,csv} (+ tensorboard/)."""
 
-    def __init__(self, run_dir: Path, resume_step: int = 0, tensorboard: bool = True):
+    def __init__(
+        self, run_dir: Path, resume_step: int = 0, tensorboard: bool = True, name: str = "metrics"
+    ):
+        """`name` names the files (`metrics`: training rows; `validation`: held-out rows)."""
         self.run_dir = Path(run_dir)
-        self.jsonl = self.run_dir / JSONL_NAME
-        self.csv = self.run_dir / CSV_NAME
+        self.jsonl = self.run_dir / f"{name}.jsonl"
+        self.csv = self.run_dir / f"{name}.csv"
         rows = _rows_up_to(self.jsonl, resume_step)
         self._rewrite(rows)
         self.columns: list[str] | None = list(rows[0]) if rows else None
-        self.writer = _tensorboard_writer(self.run_dir / "tensorboard", resume_step, tensorboard)
+        events = self.run_dir / "tensorboard"
+        self.writer = _tensorboard_writer(
+            events if name == "metrics" else events / name, resume_step, tensorboard
+        )
 
     def write(self, row: dict[str, float]) -> None:
         """Append `row` (must contain 'step'); the first row fixes the CSV columns."""

@@ -7,7 +7,7 @@ differs whenever the learning rate changes, i.e. all through warmup and cosine d
 """
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -98,12 +98,14 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def scaled_learning_rate(base: float, batch_size: int, rule: str = "linear") -> float:
-    """SimCLR's scaling: base * batch / 256 ("linear") or base * sqrt(batch) ("sqrt")."""
+    """SimCLR's scaling: base * batch / 256 ("linear") or base * sqrt(batch) ("sqrt"); "none": base."""
     if rule == "linear":
         return base * batch_size / 256
     if rule == "sqrt":
         return base * math.sqrt(batch_size)
-    raise ConfigError(f"learning-rate scaling must be 'linear' or 'sqrt', got {rule!r}")
+    if rule == "none":
+        return base
+    raise ConfigError(f"learning-rate scaling must be 'linear', 'sqrt' or 'none', got {rule!r}")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -114,6 +116,36 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
         return 1.0
     progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def schedule_multiplier(
+    schedule: str,
+    warmup_steps: int,
+    total_steps: int,
+    *,
+    decay_factor: float = 0.5,
+    decay_every: int | None = None,
+    plateau_factor: Callable[[], float] = lambda: 1.0,
+) -> Callable[[int], float]:
+    """The peak rate's multiplier at each step, for LambdaLR.
+
+    "warmup-cosine": `warmup_cosine`. "step": linear warmup, then x `decay_factor` every
+    `decay_every` steps (Models Genesis's step decay). "plateau": linear warmup times
+    `plateau_factor()`, which validation lowers when the held-out loss stops improving.
+    """
+    if schedule == "warmup-cosine":
+        return lambda step: warmup_cosine(step, warmup_steps, total_steps)
+
+    def warmup(step: int) -> float:
+        return step / warmup_steps if warmup_steps > 0 and step < warmup_steps else 1.0
+
+    if schedule == "step":
+        if not decay_every:
+            raise ConfigError("schedule step needs decay_every (steps between decays)")
+        return lambda step: warmup(step) * decay_factor ** (step // decay_every)
+    if schedule == "plateau":
+        return lambda step: warmup(step) * plateau_factor()
+    raise ConfigError(f"schedule must be warmup-cosine, step or plateau, got {schedule!r}")
 
 
 def build_optimizer(

@@ -16,6 +16,7 @@ from torch import nn
 from medfound.engine.checkpoint import restore_rng, rng_state
 from medfound.engine.distributed import DistContext
 from medfound.engine.metrics_log import MetricWindow
+from medfound.engine.validation import ValidationTracker
 from medfound.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class TrainState:
     step: int = 0
     batches_consumed: int = 0
     window: MetricWindow = field(default_factory=MetricWindow)
+    validation: ValidationTracker = field(default_factory=ValidationTracker)
 
     def state_dict(self, ctx: DistContext) -> dict:
         """The checkpoint's content; a collective call (every rank's part is gathered)."""
@@ -43,6 +45,7 @@ class TrainState:
             "step": self.step,
             "batches_consumed": self.batches_consumed,
             "data_fingerprint": self.data_fingerprint,
+            "validation": self.validation.state_dict(),
             "ranks": ctx.gather(mine),
         }
 
@@ -58,6 +61,7 @@ class TrainState:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.batches_consumed = int(state["batches_consumed"])
+        self.validation.load_state_dict(state.get("validation", {}))  # absent: no validation yet
         if "ranks" not in state:
             raise ConfigError(
                 "--resume: the checkpoint was written by an older medfound (no per-rank state); "

@@ -4,8 +4,9 @@ A method (methods/) supplies the trainable module, a `prepare` step that turns a
 its inputs (SimCLR's two views, Genesis's corrupted volumes; run without gradients, in float32) and a
 `loss` (methods/base.py's `Method`). The loop owns everything else: devices and DDP under torchrun
 (gloo on CPU, NCCL on GPU, BatchNorm statistics made global), bf16 autocast, the optimiser and
-warmup-cosine schedule, gradient clipping, metrics, a progress bar on rank 0, atomic checkpoints and
-exact resumption.
+its schedule (warmup-cosine, step or plateau), gradient clipping, metrics, a progress bar on rank 0,
+atomic checkpoints and exact resumption, and optionally validation on held-out data every N steps
+(engine/validation.py) with the best weights kept and early stopping.
 
 Exactness: the data order is a function of (seed, epoch) and the number of batches consumed
 (engine/sampling.py), each step's random augmentation is seeded from (seed, step, rank), and a
@@ -30,13 +31,14 @@ from medfound.engine.global_batchnorm import make_global
 from medfound.engine.loader import autocast, build_loader
 from medfound.engine.loop_config import RESUMABLE_FIELDS, LoopConfig
 from medfound.engine.metrics_log import MetricsLog
-from medfound.engine.optim import build_optimizer, scaled_learning_rate, warmup_cosine
+from medfound.engine.optim import build_optimizer, scaled_learning_rate, schedule_multiplier
 from medfound.engine.progress import progress_bar
 from medfound.engine.run_folder import claim_run_folder
 from medfound.engine.sampling import EpochBatchSampler
 from medfound.engine.train_state import TrainState
+from medfound.engine.validation import ValidationTracker, Validator
 from medfound.errors import ConfigError, ImageReadError, first_items, skip_message
-from medfound.files import remove_temporaries
+from medfound.files import atomic_write, remove_temporaries
 from medfound.methods.base import Method, MethodOutput
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class TrainSummary:
     seconds: float = 0.0
     last_metrics: dict[str, float] = field(default_factory=dict)
     exported: list[Path] = field(default_factory=list)
+    best_step: int | None = None  # the step of the best validation (None: no validation)
+    stopped_early: bool = False
 
 
 def train(
@@ -65,18 +69,25 @@ def train(
     *,
     resume: bool = False,
     data_fingerprint: str = "",
+    val_dataset: Dataset | None = None,
 ) -> TrainSummary:
     """Train `method` on `dataset` (items as data.ImageDataset makes them) into `run_dir`.
 
     A new run needs an empty (or absent) `run_dir` and saves `config` there; with `resume`, continue
     from the newest readable checkpoint in `run_dir` (refused if a setting outside RESUMABLE_FIELDS or
     the data differ: `data_fingerprint` identifies them). Under torchrun every rank calls this.
+    With `config.validate_every`, the method's loss on `val_dataset` is computed every that many
+    steps and at the end; the best weights are kept (RUN_DIR/checkpoints/best-step-N.pt) and exported.
+    A dataset whose items hold several samples (`samples_per_item`, e.g. the cubes of one volume)
+    contributes batch_size / samples_per_item items to each batch.
     """
     config.validate()
+    if config.validate_every is not None and val_dataset is None:
+        raise ConfigError("validate_every is set but there are no validation data")
     run_dir = Path(run_dir)
     device = resolve_device(config.device, local_rank())
     with distributed(device) as ctx:
-        loop = _Loop(method, dataset, config, run_dir, ctx, device, data_fingerprint)
+        loop = _Loop(method, dataset, config, run_dir, ctx, device, data_fingerprint, val_dataset)
         # Claimed once the settings checked out: a failed start leaves the folder free.
         claim_run_folder(run_dir, config, resume=resume, may_change=RESUMABLE_FIELDS, ctx=ctx)
         if resume:
@@ -88,19 +99,26 @@ class _Loop:
     """One run: set up once, then steps, logging and checkpoints until the last step."""
 
     def __init__(
-        self, method, dataset, config: LoopConfig, run_dir: Path, ctx, device, fingerprint
+        self, method, dataset, config: LoopConfig, run_dir: Path, ctx, device, fingerprint, val_data
     ):
         self.method, self.dataset, self.config = method, dataset, config
         self.run_dir, self.ctx, self.device = run_dir, ctx, device
-        self.steps_per_epoch = len(dataset) // config.batch_size
+        items = _items_per_batch(config.batch_size, getattr(dataset, "samples_per_item", 1))
+        self.steps_per_epoch = len(dataset) // items
         if self.steps_per_epoch == 0:
             raise ConfigError(
-                f"{len(dataset)} images do not fill one batch of {config.batch_size}; "
-                "lower --batch-size or add images"
+                f"{len(dataset)} items do not fill one batch of {items}; "
+                "lower --batch-size or add data"
             )
-        if config.batch_size % ctx.world_size:
+        if items % ctx.world_size:
             raise ConfigError(
-                f"batch size {config.batch_size} must be divisible by the {ctx.world_size} ranks"
+                f"{items} items per batch (batch size {config.batch_size}) must be divisible by "
+                f"the {ctx.world_size} ranks"
+                + (
+                    " (change the batch size or the samples per item)"
+                    if items != config.batch_size
+                    else ""
+                )
             )
         self.total = config.max_steps or config.epochs * self.steps_per_epoch
         warmup = min(self.total, round(config.warmup_epochs * self.steps_per_epoch))
@@ -109,13 +127,28 @@ class _Loop:
         optimizer = build_optimizer(
             config.optimizer, module, peak_lr, config.weight_decay, config.momentum
         )
-        total = self.total
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: warmup_cosine(s, warmup, total)
+        validation = ValidationTracker()  # the plateau schedule reads its decay factor
+        multiplier = schedule_multiplier(
+            config.schedule,
+            warmup,
+            self.total,
+            decay_factor=config.decay_factor,
+            decay_every=config.decay_every,
+            plateau_factor=lambda: validation.lr_factor,
         )
-        self.state = TrainState(module, optimizer, scheduler, data_fingerprint=fingerprint)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+        self.multiplier = multiplier
+        self.state = TrainState(
+            module, optimizer, scheduler, data_fingerprint=fingerprint, validation=validation
+        )
+        keyed = getattr(dataset, "keyed_by_epoch", False)
         self.sampler = EpochBatchSampler(
-            len(dataset), config.batch_size, ctx.rank, ctx.world_size, config.seed
+            len(dataset), items, ctx.rank, ctx.world_size, config.seed, keyed_by_epoch=keyed
+        )
+        self.validator = (
+            Validator(method, val_data, config, ctx, device, items)
+            if config.validate_every is not None
+            else None
         )
 
     def restore(self) -> None:
@@ -127,6 +160,7 @@ class _Loop:
         def choose() -> Path | None:
             remove_temporaries(self.run_dir / "checkpoints")  # a checkpoint cut short by a kill
             found = load_newest_checkpoint(self.run_dir)
+            _drop_best_except(self.run_dir, after=found[1]["step"] if found else 0)
             if found is None:
                 return None
             chosen["state"] = found[1]
@@ -153,22 +187,42 @@ class _Loop:
         self.model.train()
         show = config.progress and ctx.is_main
         metrics = MetricsLog(self.run_dir, state.step, config.tensorboard) if ctx.is_main else None
+        self.val_log = None
+        if ctx.is_main and self.validator is not None:
+            self.val_log = MetricsLog(self.run_dir, state.step, config.tensorboard, "validation")
         try:
             with progress_bar(self.total, "pretraining", enabled=show, completed=state.step) as bar:
-                while state.step < self.total:
+                while state.step < self.total and not state.validation.stopped:
                     self._one_pass(loader, summary, metrics, bar if show else None)
         finally:
-            if metrics is not None:
-                metrics.close()
+            for log_ in (metrics, self.val_log):
+                if log_ is not None:
+                    log_.close()
         summary.step = state.step
         summary.seconds = time.perf_counter() - started
+        if self.validator is not None:
+            summary.skipped.update(self.validator.skipped)
         if ctx.world_size > 1:
             merged: dict[str, str] = {}
             for part in ctx.gather(summary.skipped):
                 merged.update(part)
             summary.skipped = merged
-        summary.exported = ctx.on_main(lambda: self.method.export(state.module, self.run_dir))
+        summary.exported = ctx.on_main(self._export)
+        validated = self.validator is not None and state.validation.best < float("inf")
+        summary.best_step = state.validation.best_step if validated else None
+        summary.stopped_early = state.validation.stopped
         return summary
+
+    def _export(self) -> list[Path]:
+        """The method's artefacts, from the best validated weights when there was validation."""
+        validation = self.state.validation
+        if self.validator is not None and validation.best < float("inf"):
+            path = best_weights_path(self.run_dir, validation.best_step)
+            if not path.exists():  # only if removed by hand
+                raise ConfigError(f"{path}: the best validation's weights are missing")
+            self.state.module.load_state_dict(load_checkpoint(path)["model"])
+            log.info("exporting the best validated weights (step %d)", validation.best_step)
+        return self.method.export(self.state.module, self.run_dir)
 
     def _one_pass(self, loader, summary: TrainSummary, metrics, advance) -> None:
         """Steps until the end of the epoch or of the run; an epoch with no usable batch is an error."""
@@ -190,9 +244,14 @@ class _Loop:
             if advance is not None:  # .item() waits for the device: only where a bar shows it
                 advance(1, n * ctx.world_size, f"loss {out.loss.item():.4f}")
             self._log(out, n * ctx.world_size, summary, metrics)
-            if state.step % self.config.checkpoint_every == 0 or state.step == self.total:
+            last = state.step == self.total
+            every = self.config.validate_every
+            if self.validator is not None and (state.step % every == 0 or last):
+                self._validate()
+            stop = last or state.validation.stopped
+            if state.step % self.config.checkpoint_every == 0 or stop:
                 self._checkpoint()
-            if state.step >= self.total:
+            if stop:
                 return
         if state.step == step_at_start:
             raise ImageReadError(
@@ -230,13 +289,46 @@ class _Loop:
             if metrics is not None:
                 metrics.write(row)
 
+    def _validate(self) -> None:
+        """Held-out loss; the best weights saved; plateau and early-stopping counters updated."""
+        state = self.state
+        value = self.validator(state.module)
+        factor = state.validation.lr_factor
+        improved = state.validation.update(value, state.step, self.config)
+        if state.validation.lr_factor != factor:  # a plateau decay applies from the next step on
+            rate = self.multiplier(state.scheduler.last_epoch)
+            for group, base in zip(
+                state.optimizer.param_groups, state.scheduler.base_lrs, strict=True
+            ):
+                group["lr"] = base * rate
+        if improved:
+            weights = {"model": state.module.state_dict(), "step": state.step, "val_loss": value}
+            path = best_weights_path(self.run_dir, state.step)
+            self.ctx.on_main(lambda: atomic_write(path, lambda tmp: torch.save(weights, tmp)))
+        row = {"step": state.step, "val_loss": value, "best_val_loss": state.validation.best}
+        row["lr_factor"] = state.validation.lr_factor
+        if self.val_log is not None:
+            self.val_log.write(row)
+        if state.validation.stopped:
+            log.info(
+                "early stopping at step %d: no improvement in %d validations (best %.6g at %d)",
+                state.step,
+                state.validation.since_best,
+                state.validation.best,
+                state.validation.best_step,
+            )
+
     def _checkpoint(self) -> None:
         content = self.state.state_dict(self.ctx)  # collective: every rank's part is gathered
-        self.ctx.on_main(
-            lambda: save_checkpoint(
+
+        def save() -> None:
+            save_checkpoint(
                 self.run_dir, self.state.step, content, keep=self.config.keep_checkpoints
             )
-        )
+            if self.validator is not None:  # the checkpoint now names the best: drop older ones
+                _drop_best_except(self.run_dir, keep=self.state.validation.best_step)
+
+        self.ctx.on_main(save)
 
 
 def _wrap(module: nn.Module, device: torch.device, ctx: DistContext, compile: bool):
@@ -251,6 +343,37 @@ def _wrap(module: nn.Module, device: torch.device, ctx: DistContext, compile: bo
         # minutes of compilation. Not resumable with another setting: the numbers differ.
         model = torch.compile(model)
     return module, model
+
+
+def best_weights_path(run_dir: Path, step: int) -> Path:
+    """Where a validated run keeps the weights of its best validation, at `step`."""
+    return Path(run_dir) / "checkpoints" / f"best-step-{step:08d}.pt"
+
+
+def best_weights_files(run_dir: Path) -> list[Path]:
+    """The best-weights files of a run, by step (after a checkpoint: only the best validation's)."""
+    return sorted((Path(run_dir) / "checkpoints").glob("best-step-*.pt"))
+
+
+def _drop_best_except(run_dir: Path, keep: int | None = None, after: int | None = None) -> None:
+    """Remove best-weights files other than step `keep`'s, or those written after step `after`.
+
+    A new best is written under its own step's name and the previous one removed only once a
+    checkpoint records the new best, so a kill at any moment leaves the file the checkpoint's
+    validation state names; on resume, files of steps about to be redone are removed."""
+    for path in best_weights_files(run_dir):
+        step = int(path.stem.rsplit("-", 1)[1])
+        if (keep is not None and step != keep) or (after is not None and step > after):
+            path.unlink(missing_ok=True)
+
+
+def _items_per_batch(batch_size: int, samples_per_item: int) -> int:
+    if batch_size % samples_per_item:
+        raise ConfigError(
+            f"batch size {batch_size} must be a multiple of the {samples_per_item} samples each "
+            "item gives (e.g. cubes per volume)"
+        )
+    return batch_size // samples_per_item
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:

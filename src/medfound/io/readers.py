@@ -8,11 +8,19 @@ import numpy as np
 from medfound.errors import ImageReadError
 from medfound.io.dicom import DICOM_SUFFIXES, is_dicom_file, read_dicom, read_dicom_series
 from medfound.io.image import MedicalImage
+from medfound.io.metaimage import METAIMAGE_SUFFIXES, read_metaimage
 from medfound.io.raster import RASTER_SUFFIXES, read_raster
 from medfound.io.volume import NIFTI_SUFFIXES, read_nifti, read_npy
 from medfound.privacy import UidPolicy
 
-SUPPORTED_SUFFIXES = (*RASTER_SUFFIXES, *DICOM_SUFFIXES, *NIFTI_SUFFIXES, ".npy")
+# A .mhd header's data file (.raw, .zraw) is never a source of its own: the header is.
+SUPPORTED_SUFFIXES = (
+    *RASTER_SUFFIXES,
+    *DICOM_SUFFIXES,
+    *NIFTI_SUFFIXES,
+    *METAIMAGE_SUFFIXES,
+    ".npy",
+)
 
 
 def _suffix(path: Path) -> str:
@@ -53,6 +61,8 @@ def read_image(
         image = read_dicom(path, uids)
     elif suffix in NIFTI_SUFFIXES:
         image = read_nifti(path)
+    elif suffix in METAIMAGE_SUFFIXES:
+        image = read_metaimage(path)
     elif suffix == ".npy":
         image = read_npy(path)
     else:

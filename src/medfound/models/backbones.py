@@ -1,7 +1,8 @@
 """Builders: ModelCard -> FoundationModel, one small adapter per backbone family.
 
 Backbones come from timm (BiT ResNet-v2 and any timm model) and MONAI (3D ResNet/DenseNet); medfound
-defines only the Genesis U-Net, which neither library has.
+defines only the Genesis 3D U-Net, which neither library has, and the 2D one, which
+segmentation-models-pytorch assembles on a timm encoder.
 """
 
 import torch
@@ -37,9 +38,14 @@ class TimmEncoder(FoundationModel):
 
 
 class GenesisEncoder(FoundationModel):
-    """The encoder half of the Genesis U-Net; the whole U-Net is kept so its weights load intact."""
+    """The encoder half of a Genesis U-Net (3D or 2D); the whole U-Net is kept as `.network` so its
+    weights load intact and restoration can use it. The embedding is the pooled deepest level."""
 
     stage_names = ("level1", "level2", "level3", "level4")
+
+    def __init__(self, card: ModelCard, network: nn.Module):
+        super().__init__(card, network)
+        self.stage_names = getattr(network, "stage_names", type(self).stage_names)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_stages(x)[-1]
@@ -171,6 +177,11 @@ def build_model(card: ModelCard) -> FoundationModel:
         model = TimmEncoder(card, resnet_v1(depth, width))
     elif card.family == "genesis":
         model = GenesisEncoder(card, UNet3D(in_channels=card.in_channels))
+    elif card.family == "genesis2d":
+        from medfound.models.unet2d import UNet2D  # smp is slow to import: only when asked for
+
+        # architecture "unet2d-genesis": the ResNet-18 encoder of Genesis 2D
+        model = GenesisEncoder(card, UNet2D("resnet18", in_channels=card.in_channels))
     elif card.family == "monai":
         network = _monai_network(card.architecture)
         cls = MonaiResNetEncoder if card.architecture in _MONAI_RESNETS else MonaiDenseNetEncoder

@@ -159,3 +159,23 @@ register(
     ),
     aliases=("genesis-chest-ct",),
 )
+
+register(
+    ModelCard(
+        name="unet2d_genesis.resnet18",
+        family="genesis2d",
+        architecture="unet2d-genesis",
+        modality="chest X-ray, CT slices",
+        spatial_dims=2,
+        in_channels=1,
+        input_size=224,
+        embedding_dim=512,
+        preset="cxr",
+        description=(
+            "Models Genesis 2D: U-Net on a timm ResNet-18 encoder (segmentation-models-pytorch), "
+            "self-supervised by restoring 2D images; embedding = pooled deepest encoder level"
+        ),
+        weights_source="none published: pretrain with medfound pretrain genesis --dims 2",
+        licence="Apache-2.0 (architecture)",
+    ),
+)

@@ -2,8 +2,10 @@
 
 Formats read: safetensors (medfound's own, with the card in its metadata), PyTorch files (loaded with
 `weights_only=True`, optionally nested under 'state_dict' / 'model'), and original BiT .npz files.
-Nothing is ever left at random initialisation silently: any missing, unexpected or mis-shaped key is an
-error that names the file and the first offending keys.
+The original Models Genesis release (`Genesis_Chest_CT.pt`) is recognised by its key names and mapped
+onto medfound's UNet3D (models/genesis_names.py). A model with k > 1 input channels takes a 1-channel
+checkpoint by expanding its first convolution. Nothing is ever left at random initialisation
+silently: any missing, unexpected or mis-shaped key is an error that names the file and the keys.
 """
 
 import json
@@ -16,7 +18,8 @@ from torch import nn
 
 from medfound.errors import WeightsError, first_items
 from medfound.files import atomic_write
-from medfound.models import bit_names
+from medfound.models import bit_names, genesis_names
+from medfound.models.unet3d import UNet3D
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,12 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     obj = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            rest = sorted(k for k in obj if k != key)
+            if rest:  # a training checkpoint: say what is left behind
+                epoch = f" (epoch {obj['epoch']})" if "epoch" in obj else ""
+                log.info(
+                    "%s: %r of a training checkpoint%s; not loaded: %s", path, key, epoch, rest
+                )
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -106,9 +115,30 @@ def _strip_common_prefix(state: dict, expected: set[str]) -> dict:
 
 
 def load_state(network: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Copy `state` into `network`, refusing any mismatch with a message naming keys and file."""
+    """Copy `state` into `network`, refusing any mismatch with a message naming keys and file.
+
+    An original Models Genesis state dict is renamed to medfound's names first and its mismatches
+    are reported by original name; a 1-channel first convolution is expanded to the network's
+    input channels (see `expand_input_conv`).
+    """
     expected = network.state_dict()
-    state = _strip_common_prefix(state, set(expected))
+    if genesis_names.is_original_layout(state):
+        if not isinstance(network, UNet3D):
+            raise WeightsError(
+                f"{path}: holds the original Models Genesis 3D U-Net, but the model is a "
+                f"{type(network).__name__}; load it into a Genesis 3D model "
+                "(e.g. unet3d_genesis.chest_ct)"
+            )
+        state = _expand_first_conv(network, genesis_names.to_medfound(state), path)
+        genesis_names.check(state, {k: v.shape for k, v in expected.items()}, str(path))
+        log.info(
+            "%s: original Models Genesis checkpoint: %d tensors mapped to medfound's UNet3D names",
+            path,
+            len(state),
+        )
+        _copy(expected, state)
+        return
+    state = _expand_first_conv(network, _strip_common_prefix(state, set(expected)), path)
     ignored = sorted(k for k in state if k not in expected and k.startswith(_HEAD_PREFIXES))
     if ignored:
         log.info("%s: classifier keys not loaded (embedding model): %s", path, ignored[:_SHOWN])
@@ -128,9 +158,54 @@ def load_state(network: nn.Module, state: dict[str, torch.Tensor], path: Path) -
             f"{path}: weights do not match the model ({len(expected)} tensors expected): "
             + "; ".join(problems)
         )
+    _copy(expected, state)
+
+
+def _copy(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for key, value in expected.items():
             value.copy_(state[key].to(value.dtype))
+
+
+def expand_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """A 1-input-channel conv kernel (O, 1, *k) repeated over `in_channels` and divided by it.
+
+    The response to a channel duplicated k times is then the 1-channel response (timm's rule).
+    timm's `adapt_input_conv` takes 2D kernels only, so 3D kernels are folded to 4D around it.
+    """
+    from timm.models import adapt_input_conv
+
+    flat = weight.reshape(weight.shape[0], weight.shape[1], weight.shape[2], -1)
+    expanded = adapt_input_conv(in_channels, flat, base_chans=weight.shape[1])
+    return expanded.reshape(weight.shape[0], in_channels, *weight.shape[2:])
+
+
+def _first_conv_key(network: nn.Module) -> str | None:
+    for name, module in network.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return f"{name}.weight" if name else "weight"
+    return None
+
+
+def _expand_first_conv(network: nn.Module, state: dict, path: Path) -> dict:
+    """`state` with its first conv expanded from 1 to the network's k input channels, when that
+    alone differs; anything else (other layers, other channel counts) is left for the checks."""
+    key = _first_conv_key(network)
+    if key is None or key not in state:
+        return state
+    have, want = state[key], network.state_dict()[key]
+    kernel_have, kernel_want = have.shape[:1] + have.shape[2:], want.shape[:1] + want.shape[2:]
+    if kernel_have != kernel_want or have.shape[1] != 1 or want.shape[1] == 1:
+        return state
+    k = want.shape[1]
+    log.info(
+        "%s: first conv %s expanded from 1 to %d input channels (kernel repeated, divided by %d)",
+        path,
+        key,
+        k,
+        k,
+    )
+    return {**state, key: expand_input_conv(have, k)}
 
 
 def save_safetensors(

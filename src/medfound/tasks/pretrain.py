@@ -6,7 +6,6 @@ for `medfound embed --weights RUN_DIR/encoder.safetensors`.
 """
 
 import dataclasses
-import hashlib
 import logging
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from medfound.errors import ConfigError, skip_message
 from medfound.io.presets import get_preset
 from medfound.methods.simclr import SimCLR
 from medfound.models import load_model
+from medfound.tasks.run_inputs import absolute_paths, fingerprint, shareable_provenance
 from medfound.tasks.simclr_config import SimCLRConfig
 
 __all__ = ["SimCLRConfig", "fingerprint", "pretrain_simclr", "shareable_provenance"]
@@ -41,7 +41,7 @@ def pretrain_simclr(
     run takes the config saved in `run_dir` (only devices, logging and checkpoint cadence may change).
     """
     run_dir = Path(run_dir)
-    overrides = _absolute_paths(overrides or {})
+    overrides = absolute_paths(overrides or {})
     if config is None:
         config = resolve_run_config(
             SimCLRConfig,
@@ -53,7 +53,7 @@ def pretrain_simclr(
         )
     config.validate()
     config = dataclasses.replace(
-        config, **_absolute_paths({"data": config.data, "init": config.init})
+        config, **absolute_paths({"data": config.data, "init": config.init})
     )
 
     init = None if config.init == "random" else config.init
@@ -97,33 +97,3 @@ def _simclr(encoder, views, config: SimCLRConfig, provenance: dict) -> SimCLR:
         projection_dim=config.projection_dim,
         provenance=provenance,
     )
-
-
-# Fields that name files: they stay in the run folder's config.yaml, never in a file made to be shared.
-_PATH_FIELDS = ("data", "init")
-
-
-def shareable_provenance(config: SimCLRConfig, sources, encoder) -> dict:
-    """How an exported encoder was made, without any path: in MIMIC-style layouts folder names are
-    subject and study ids. The data are described by their fingerprint and count, the starting
-    weights by their sha256."""
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _PATH_FIELDS}
-    init = "random" if config.init == "random" else {"sha256": encoder.weights_sha256}
-    data = {"fingerprint": fingerprint(sources), "images": len(sources)}
-    return {"config": settings, "init": init, "data": data}
-
-
-def fingerprint(sources) -> str:
-    """A digest of the image set (resolved paths, order-free): what an exact resume requires."""
-    paths = sorted(str(p.resolve()) for s in sources for p in s.paths)
-    return hashlib.sha256("\n".join(paths).encode()).hexdigest()
-
-
-def _absolute_paths(fields: dict) -> dict:
-    """`data` and `init` as absolute paths, so that a run can be resumed from any folder."""
-    fields = dict(fields)
-    if fields.get("data"):
-        fields["data"] = [str(Path(p).absolute()) for p in fields["data"]]
-    if fields.get("init") not in (None, "random"):
-        fields["init"] = str(Path(fields["init"]).absolute())
-    return fields

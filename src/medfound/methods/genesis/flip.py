@@ -1,5 +1,6 @@
-"""Random flips of input and target together: up to 3 passes, each with p 0.4 flipping one random
-spatial axis (the original never flipped z because of an axis bug; here every spatial axis can flip)."""
+"""Random flips of input and target together, as the original: up to 3 passes, a further pass while
+U < p (0.4), each flipping one random spatial axis. The original never flipped z (an axis bug); here
+every spatial axis can flip."""
 
 from dataclasses import dataclass
 
@@ -16,7 +17,8 @@ class FlipParams:
 def sample(shape: tuple[int, ...], generator: torch.Generator, p: float = 0.4, passes: int = 3):
     """Draw each sample's passes; two flips of one axis cancel, as in the original."""
     batch, dims = shape[0], len(shape) - 2
-    happen = torch.rand(batch, passes, generator=generator) < p
+    # A pass happens while every draw so far was < p (the original's while loop).
+    happen = (torch.rand(batch, passes, generator=generator) < p).cummin(dim=1).values
     axis = torch.randint(0, dims, (batch, passes), generator=generator)
     counts = torch.zeros(batch, dims, dtype=torch.long)
     counts.scatter_add_(1, axis, happen.long())
@@ -24,9 +26,9 @@ def sample(shape: tuple[int, ...], generator: torch.Generator, p: float = 0.4, p
 
 
 def apply(x: torch.Tensor, params: FlipParams) -> torch.Tensor:
-    """Flip each sample along its chosen axes."""
-    flips = params.flips.to(x.device)
-    for d in range(flips.shape[1]):
-        chosen = flips[:, d].view(-1, *([1] * (x.ndim - 1)))
-        x = torch.where(chosen, x.flip(2 + d), x)
-    return x
+    """A copy of `x` with each sample flipped along its chosen axes."""
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # contiguous, whatever x is
+    for b, flips in enumerate(params.flips.tolist()):
+        axes = [1 + d for d, flipped in enumerate(flips) if flipped]  # of x[b]: (C, *spatial)
+        out[b] = x[b].flip(axes) if axes else x[b]
+    return out
