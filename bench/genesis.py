@@ -89,10 +89,10 @@ def _box(shape, rng: random.Random, low, high) -> tuple[slice, ...]:
 
 
 def reference_inpaint(x: np.ndarray, rng: random.Random, noise) -> np.ndarray:
-    """Up to 5 boxes (a further one while U < 0.95), sides in [dim//6, dim//3], become noise."""
+    """Up to 5 boxes (each, the first too, while U < 0.95), sides in [dim//6, dim//3], become noise."""
     x = x.copy()
-    for i in range(5):
-        if i and rng.random() >= 0.95:
+    for _ in range(5):
+        if rng.random() >= 0.95:
             break
         where = _box(x.shape, rng, lambda d: d // 6, lambda d: d // 3)
         x[where] = noise.random(x[where].shape)

@@ -28,7 +28,7 @@ def test_genesis_bench_quick_dry_run(capsys):
     for mode in ("fp32 eager", "fp32 channels_last_3d", "bf16 autocast channels_last_3d"):
         forward = _figure(lines, rf"^UNet3D {mode}: forward .* = {NUMBER} of GEMM;")
         both = _figure(lines, rf"^UNet3D {mode}: .*forward\+backward .* = {NUMBER} of GEMM$")
-        assert 0 < forward < 5 and 0 < both < 5
+        assert forward > 0 and both > 0  # figures, not timed assertions
 
 
 def test_the_reference_corruption_follows_the_original_steps():

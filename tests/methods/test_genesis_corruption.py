@@ -121,6 +121,36 @@ def test_in_and_out_painting_replace_exactly_the_masked_voxels():
     assert noise.min() >= 0 and noise.max() < 1 and abs(noise.mean().item() - 0.5) < 0.01
 
 
+def test_box_counts_follow_the_originals_while_loops():
+    params = painting.sample((20000, 1, 64, 64, 32), torch.Generator().manual_seed(3), p=1.0)
+    counts = params.active.sum(1)
+    outer = params.mode[params.mode != painting.NONE] == painting.OUTPAINT
+    inner_counts, outer_counts = counts[~outer].float(), counts[outer].float()
+    # In-painting: P(no box) = 0.05, P(5 boxes) = 0.95^5; out-painting: a first window always.
+    assert (inner_counts == 0).float().mean() == pytest.approx(0.05, abs=0.015)
+    assert (inner_counts == 5).float().mean() == pytest.approx(0.95**5, abs=0.02)
+    assert outer_counts.min() == 1
+    assert (outer_counts == 5).float().mean() == pytest.approx(0.95**4, abs=0.015)
+
+
+def test_the_corruption_works_under_inference_mode_and_after_it():
+    cubes = torch.rand(4, 1, 16, 16, 8)
+    corruption = GenesisCorruption(CorruptionConfig(shuffle_p=1.0))
+    with torch.inference_mode():
+        inside = corruption(cubes, 1)
+    with torch.no_grad():
+        after = corruption(cubes, 1)
+    assert torch.equal(inside[0], after[0]) and torch.equal(inside[1], after[1])
+    scratch.release()
+
+
+def test_the_callers_batch_is_left_untouched():
+    cubes = torch.rand(4, 1, 16, 16, 8)
+    kept = cubes.clone()
+    GenesisCorruption(CorruptionConfig(flip_p=1.0, shuffle_p=1.0))(cubes, 5)
+    assert torch.equal(cubes, kept)
+
+
 def test_painting_with_p_0_leaves_the_batch_alone():
     x = torch.rand(3, 1, 16, 16, 8, generator=_gen())
     assert torch.equal(painting.apply(x, painting.sample(x.shape, _gen(), p=0.0)), x)

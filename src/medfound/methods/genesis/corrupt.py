@@ -62,6 +62,7 @@ class GenesisCorruption:
             painting=painting.sample(shape, generator, p=c.paint_p, outpaint_p=c.outpaint_p),
         )
 
+    @torch.no_grad()  # inputs and targets are data: never part of a graph
     def apply(self, cubes: torch.Tensor, params: CorruptionParams):
         """The corrupted inputs and the targets, as `params` say."""
         target = flip.apply(cubes, params.flip)

@@ -1,6 +1,6 @@
 """In-painting and out-painting (p 0.9 together; out-painting with p 0.8, else in-painting).
 
-In-painting replaces up to 5 boxes (a further one while U < 0.95), sides in [dim//6, dim//3], with
+In-painting replaces up to 5 boxes (each, the first too, while U < 0.95), sides in [dim//6, dim//3], with
 noise: a median ~6% of a 64x64x32 cube. Out-painting replaces the whole cube with noise and restores up
 to 5 windows of the original, sides dim - [3 dim//7, 4 dim//7]: a median ~32% kept. Boxes start at
 least 3 voxels from the border, as in the original. Noise is uniform in [0, 1) (the original's; here
@@ -63,8 +63,11 @@ def sample(
     last = torch.maximum(limit - 3, first)
     starts = first + (u[..., 1] * (last - first + 1)).long()
     starts = torch.minimum(starts, last)
-    more = torch.rand(n, MAX_BOXES - 1, generator=generator) < more_boxes_p
-    active = torch.cat([torch.ones(n, 1, dtype=torch.bool), more.cummin(dim=1).values], 1)
+    # The original draws even in-painting's first box with p 0.95 (so 5% of in-paintings paint
+    # nothing); out-painting always restores a first window, then further ones while U < 0.95.
+    more = torch.rand(n, MAX_BOXES, generator=generator) < more_boxes_p
+    more[:, 0] |= outer
+    active = more.cummin(dim=1).values
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     return PaintingParams(mode=mode, starts=starts, sides=sides, active=active, noise_seed=seed)
 

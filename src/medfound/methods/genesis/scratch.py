@@ -28,7 +28,9 @@ def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> to
     buffer = buffers.get((name, dtype))
     if buffer is None or buffer.numel() < numel:
         # A quarter more: sizes that vary from call to call (box counts) then rarely regrow it.
-        buffer = buffers[name, dtype] = torch.empty(numel + numel // 4, dtype=dtype)
+        # Never an inference tensor (made under inference_mode, it could not be written outside).
+        with torch.inference_mode(False):
+            buffer = buffers[name, dtype] = torch.empty(numel + numel // 4, dtype=dtype)
     return buffer[:numel].view(shape)
 
 
