@@ -138,6 +138,22 @@ def test_torchrun_two_processes_train_validate_and_export(brains, tmp_path):
 
 
 @pytest.mark.slow
+def test_torchrun_two_processes_in_two_dimensions(tmp_path):
+    tiles, run = tmp_path / "tiles", tmp_path / "run"
+    tissue_tiles(tiles)
+    args = [
+        "-m", "medfound.cli.main", "pretrain", "genesis", "--dims", "2", "--cube", "32,32",
+        "--modality", "xray", "--data", str(tiles), "--out", str(run), "--cubes-per-volume", "2",
+        "--batch-size", "4", "--device", "cpu", "--max-steps", "2", "--workers", "0",
+        "--no-tensorboard", "--validate-every", "1", "--log-every", "1",
+    ]  # fmt: skip
+    done = torchrun(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [row["step"] for row in _rows(run, "validation")] == [1, 2]
+    load_model("unet2d_genesis.resnet18", run / "genesis.safetensors")
+
+
+@pytest.mark.slow
 def test_two_dimensional_genesis_on_images(tmp_path):
     tiles = tmp_path / "tiles"
     tissue_tiles(tiles)
