@@ -55,7 +55,7 @@ def sources(spatial, counts, starts, order, pools, bits: int) -> torch.Tensor:
     n, volume = len(order), math.prod(spatial)
     targets, proposals = _proposals(spatial, counts, starts, order, pools, bits)
     # Every voxel starts as its own source, under order 0; rows no box fills write past the end.
-    width = volume + _reach(pools)
+    width = volume + _reach(tuple(spatial))
     best = scratch("best", (n, width), proposals.dtype, order.device)
     best.copy_(_arange(width, proposals.dtype, order.device))
     best.scatter_reduce_(1, targets, proposals, "amax")  # one sample per row: runs in parallel
@@ -105,9 +105,11 @@ def _turns(permuted: torch.Tensor, boxes: int) -> torch.Tensor:
     return permuted[:, torch.arange(boxes, device=permuted.device) % columns]
 
 
-def _reach(pools) -> int:
-    """1 + the largest offset of a voxel from its box's corner (the scratch past a sample)."""
-    return 1 + max(int(offsets.max()) for offsets, _ in pools)
+@functools.lru_cache(maxsize=16)
+def _reach(spatial: tuple[int, ...]) -> int:
+    """1 + the largest offset of a voxel from its box's corner (the scratch past a sample); from
+    the CPU offsets, so that a GPU batch waits for no device-to-host copy."""
+    return 1 + max(int(offsets.max()) for offsets in _slot_offsets(spatial))
 
 
 def _box_rows(counts: torch.Tensor, bases, scratch_base: int):
