@@ -3,7 +3,7 @@ import pytest
 
 from medfound.errors import ImageReadError
 from medfound.io import read_image
-from medfound.io.dicom import read_dicom_series
+from medfound.io.dicom import read_dicom_series, uneven_slice_steps
 from tests.factories import PHI, write_dicom
 
 
@@ -191,3 +191,8 @@ def test_a_missing_slice_is_said_and_the_mean_step_used(tmp_path, caplog):
     image = read_dicom_series(paths, "gap")
     assert "gap: uneven slice steps (2 to 4 mm)" in caplog.text
     assert image.spacing[2] == pytest.approx(8 / 3)
+    assert uneven_slice_steps(paths) == (2.0, 4.0)
+
+
+def test_even_slice_steps_pass_the_header_check(tmp_path):
+    assert uneven_slice_steps(_axial_series(tmp_path, [0, 2.5, 5, 7.5])) is None

@@ -241,3 +241,26 @@ def test_compatibility_batchnorm_is_refused_on_several_ranks(brains, tmp_path, m
     overrides = {**TINY, "data": [str(brains)], "compat_batchnorm": True}
     with pytest.raises(ConfigError, match="single-process"):
         pretrain_genesis(tmp_path / "run", overrides=overrides)
+
+
+def test_a_series_with_a_missing_slice_is_refused_before_training(brains, tmp_path):
+    from pydicom.uid import generate_uid
+
+    from tests.factories import write_dicom
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    uid = generate_uid()
+    for i, z in enumerate([0, 2, 4, 8, 10, 12, 14, 16, 18]):  # 6 missing
+        pixels = np.full((32, 32), 100 * i, np.uint16)
+        write_dicom(
+            folder / f"z{i}.dcm",
+            pixels,
+            SeriesInstanceUID=uid,
+            ImagePositionPatient=[0, 0, float(z)],
+            ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+            PixelSpacing=[1, 1],
+        )
+    overrides = {**TINY, "data": [str(brains), str(folder)]}
+    with pytest.raises(ConfigError, match=r"1 DICOM series with uneven slice steps .*2 to 4 mm"):
+        pretrain_genesis(tmp_path / "run", overrides=overrides)

@@ -292,6 +292,24 @@ def _check_slice_steps(positions: list, orientation, source_id: str) -> None:
         )  # fmt: skip
 
 
+@_quiet_values
+def uneven_slice_steps(paths: Sequence[Path], tolerance: float = 0.1) -> tuple[float, float] | None:
+    """(smallest, largest) slice step in mm of a series whose steps differ by more than
+    `tolerance` of the smallest (a missing slice, say); None when even or without positions.
+
+    Reads headers only: a cheap check before work that needs true geometry (Genesis cubes), where
+    reading the series itself only warns and uses the mean step.
+    """
+    datasets = [_read_dataset(path, header_only=True) for path in paths]
+    keys = ("ImagePositionPatient", "ImageOrientationPatient")
+    if len(datasets) < 3 or any(ds.get(key) is None for ds in datasets for key in keys):
+        return None
+    steps = np.diff(sorted(_slice_position(ds) for ds in datasets))
+    if steps.min() > 1e-3 and steps.max() > (1 + tolerance) * steps.min():
+        return float(steps.min()), float(steps.max())
+    return None
+
+
 def _multiframe_volume(values: np.ndarray, ds):
     """(frames, rows, cols) pixels of one file -> (volume, spacing, affine).
 

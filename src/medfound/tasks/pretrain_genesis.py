@@ -18,7 +18,8 @@ from medfound.data.sources import ImageSource
 from medfound.engine.config import resolve_run_config
 from medfound.engine.loop_config import RESUMABLE_FIELDS
 from medfound.engine.trainer import TrainSummary, train
-from medfound.errors import ConfigError, first_items, skip_message
+from medfound.errors import ConfigError, ImageReadError, first_items, skip_message
+from medfound.io.dicom import uneven_slice_steps
 from medfound.io.presets import get_preset
 from medfound.io.raster import RASTER_SUFFIXES
 from medfound.methods.genesis.corrupt import CorruptionConfig
@@ -69,6 +70,7 @@ def pretrain_genesis(
         raise ConfigError(f"data {config.data}: no volumes to train on ({found})")
     if config.dims == 3:
         _refuse_images(sources)
+        _refuse_uneven_series(sources)
     train_sources, val_sources, val_problems = _split(sources, config)
     problems += val_problems
     per_epoch = len(train_sources) // (config.batch_size // config.cubes_per_volume)
@@ -144,6 +146,24 @@ def _refuse_images(sources: list[ImageSource]) -> None:
         raise ConfigError(
             f"{len(images)} 2D image file(s) where volumes are needed for 3D cubes: "
             f"{first_items(images, 3)}; remove them, or pretrain on 2D images with --dims 2"
+        )
+
+
+def _refuse_uneven_series(sources: list[ImageSource]) -> None:
+    """DICOM series with uneven slice steps (a missing slice): their cubes would be stretched where
+    the slice is missing, so they are refused before training (headers only are read)."""
+    uneven = []
+    for source in (s for s in sources if s.series):
+        try:
+            steps = uneven_slice_steps(source.paths)
+        except ImageReadError:
+            continue  # unreadable: reported per item when the volume is read
+        if steps is not None:
+            uneven.append(f"{source.id} ({steps[0]:.3g} to {steps[1]:.3g} mm)")
+    if uneven:
+        raise ConfigError(
+            f"{len(uneven)} DICOM series with uneven slice steps (a missing slice?): "
+            f"{first_items(uneven, 3)}; cubes need one spacing: remove or complete them"
         )
 
 
