@@ -6,7 +6,8 @@ import typer
 from rich.console import Console
 
 from medfound.cli.errors import handles_errors
-from medfound.errors import ConfigError, skip_message
+from medfound.errors import skip_message
+from medfound.sizes import parse_sizes
 
 console = Console(stderr=True)
 
@@ -15,10 +16,7 @@ def _parse_roi(text: str | None) -> tuple[int, ...] | None:
     """'64,64,32' -> (64, 64, 32); one number is a cube (or square for 2D models)."""
     if text is None:
         return None
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--roi {text!r}: expected sizes like 64,64,32") from None
+    sizes = parse_sizes(text, "--roi")
     return sizes[0] if len(sizes) == 1 else sizes
 
 

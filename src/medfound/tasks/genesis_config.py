@@ -15,6 +15,7 @@ from typing import Literal
 from medfound.engine.config import setting
 from medfound.engine.loop_config import LoopConfig
 from medfound.errors import ConfigError
+from medfound.sizes import parse_sizes
 
 MODALITY_PRESETS = {"ct": "ct", "mri": "mri", "xray": "cxr"}
 DEFAULT_MODELS = {3: "unet3d_genesis.chest_ct", 2: "unet2d_genesis.resnet18"}
@@ -141,7 +142,7 @@ class GenesisConfig(LoopConfig):
         """The cube's shape; each side divisible by 8 (3D: three poolings; 2D: by 32)."""
         if self.cube is None:
             return DEFAULT_CUBES[self.dims]
-        sides = _numbers(self.cube, "cube", int, self.dims)
+        sides = parse_sizes(self.cube, "cube", self.dims)
         multiple = 8 if self.dims == 3 else 32
         if any(s < multiple or s % multiple for s in sides):
             raise ConfigError(
@@ -154,7 +155,7 @@ class GenesisConfig(LoopConfig):
         """The target spacing in mm, or None to keep each scan's."""
         if self.target_spacing is None:
             return None
-        values = _numbers(self.target_spacing, "target_spacing", float, 3)
+        values = parse_sizes(self.target_spacing, "target_spacing", 3, float)
         if any(v <= 0 for v in values):
             raise ConfigError(f"target_spacing {self.target_spacing}: sizes must be > 0 mm")
         return values
@@ -167,13 +168,3 @@ class GenesisConfig(LoopConfig):
         """The corruption's settings (methods/genesis/corrupt.py's CorruptionConfig fields)."""
         names = ("flip_p", "shuffle_p", "intensity_p", "invert_p", "paint_p", "outpaint_p", "fill")
         return {name: getattr(self, name) for name in names}
-
-
-def _numbers(text: str, field: str, kind: type, count: int) -> tuple:
-    try:
-        values = tuple(kind(v) for v in str(text).replace("x", ",").split(","))
-    except ValueError:
-        values = ()
-    if len(values) != count:
-        raise ConfigError(f"{field} {text!r}: expected {count} comma-separated numbers")
-    return values
