@@ -250,3 +250,7 @@ def test_probabilities_and_the_share_are_checked_by_name():
         CorruptionConfig(paint_p=1.5)
     with pytest.raises(ConfigError, match="shuffle_share must be an integer >= 1"):
         CorruptionConfig(shuffle_share=0)
+    for fill in (1.5, -0.1, float("nan"), True, "0"):
+        with pytest.raises(ConfigError, match=r"fill must be a number in \[0, 1\]"):
+            CorruptionConfig(fill=fill)
+    assert CorruptionConfig(fill=0).fill == 0

@@ -34,6 +34,11 @@ class CorruptionConfig:
         share = self.shuffle_share
         if isinstance(share, bool) or not isinstance(share, int) or share < 1:
             raise ConfigError(f"shuffle_share must be an integer >= 1, got {share!r}")
+        fill = self.fill
+        if fill is not None and (
+            isinstance(fill, bool) or not isinstance(fill, int | float) or not 0 <= fill <= 1
+        ):
+            raise ConfigError(f"fill must be a number in [0, 1] (or none for noise), got {fill!r}")
 
 
 @dataclass
