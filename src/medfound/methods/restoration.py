@@ -6,8 +6,6 @@ writes the whole network with the model's card: `medfound embed` takes its encod
 restore` the whole, and fine-tuning either.
 """
 
-import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -16,8 +14,8 @@ from torch import nn
 
 from medfound.methods.base import MethodOutput
 from medfound.methods.genesis.corrupt import CorruptionConfig, GenesisCorruption
+from medfound.methods.pretrained_file import save_pretrained
 from medfound.models import FoundationModel
-from medfound.models.weights import save_safetensors
 
 WEIGHTS_FILE = "genesis.safetensors"
 
@@ -26,7 +24,7 @@ class RestorationModel(nn.Module):
     """A Genesis FoundationModel's whole network: [0, 1] corrupted input -> restored [0, 1].
 
     Runs channels-last (channels_last_3d for volumes): on CPU the 3D U-Net reaches 0.70-0.77 of the
-    GEMM rate so, against 0.63-0.67 in the default layout (bench/genesis.py).
+    GEMM rate, against 0.63-0.67 in the default layout (bench/genesis.py).
     """
 
     def __init__(self, model: FoundationModel):
@@ -67,18 +65,11 @@ class GenesisRestoration:
 
     def export(self, model: RestorationModel, run_dir: Path) -> list[Path]:
         """RUN_DIR/genesis.safetensors: the whole restoration network with the model's card."""
-        foundation = model.model
-        card = dataclasses.replace(
-            foundation.card,
-            description=f"{foundation.card.description}; restoration-pretrained with medfound",
-            # No path here: a weight file is made to be shared, and run folders can name patients.
-            weights_source="medfound pretrain genesis (provenance in medfound_pretraining)",
-        )
-        path = Path(run_dir) / WEIGHTS_FILE
-        save_safetensors(
-            foundation.network,
-            path,
-            card.to_json(),
-            extra={"medfound_pretraining": json.dumps({"method": "genesis", **self.provenance})},
+        path = save_pretrained(
+            model.model,
+            Path(run_dir) / WEIGHTS_FILE,
+            method="genesis",
+            description="restoration-pretrained with medfound",
+            provenance=self.provenance,
         )
         return [path]

@@ -6,8 +6,6 @@ Export writes the encoder alone, with its card, in medfound's safetensors format
 the same file under `extra/projection_head/` for fine-tuning from a head layer).
 """
 
-import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -15,10 +13,10 @@ from torch import nn
 
 from medfound.methods.base import MethodOutput
 from medfound.methods.nt_xent import nt_xent
+from medfound.methods.pretrained_file import save_pretrained
 from medfound.methods.projection_head import ProjectionHead
 from medfound.methods.simclr_views import SimCLRViews, ViewConfig
 from medfound.models import FoundationModel
-from medfound.models.weights import save_safetensors
 
 ENCODER_FILE = "encoder.safetensors"
 
@@ -72,22 +70,13 @@ class SimCLR:
 
     def export(self, model: SimCLRModel, run_dir: Path) -> list[Path]:
         """RUN_DIR/encoder.safetensors: the encoder with its card; the head under extra/."""
-        encoder = model.encoder
-        card = dataclasses.replace(
-            encoder.card,
-            description=f"{encoder.card.description}; SimCLR-pretrained with medfound",
-            # No path here: a weight file is made to be shared, and run folders can name patients.
-            weights_source="medfound pretrain simclr (provenance in medfound_pretraining)",
-            input_mean=tuple(encoder.input_mean.flatten().tolist()),
-            input_std=tuple(encoder.input_std.flatten().tolist()),
-        )
         head = {f"extra/projection_head/{k}": v for k, v in model.head.state_dict().items()}
-        path = Path(run_dir) / ENCODER_FILE
-        save_safetensors(
-            encoder.network,
-            path,
-            card.to_json(),
-            extra={"medfound_pretraining": json.dumps({"method": "simclr", **self.provenance})},
+        path = save_pretrained(
+            model.encoder,
+            Path(run_dir) / ENCODER_FILE,
+            method="simclr",
+            description="SimCLR-pretrained with medfound",
+            provenance=self.provenance,
             extra_tensors=head,
         )
         return [path]
