@@ -8,7 +8,14 @@ import torch
 from medfound.engine.checkpoint import list_checkpoints, load_checkpoint
 from medfound.engine.trainer import train
 from medfound.errors import ConfigError
-from tests.engine.toy import NormRegression, Points, Regression, loop_config
+from tests.engine.toy import (
+    Classifier,
+    LabelledPoints,
+    NormRegression,
+    Points,
+    Regression,
+    loop_config,
+)
 
 
 def _losses(run) -> list[float]:
@@ -74,8 +81,8 @@ def test_impossible_settings_are_refused_by_name(tmp_path, changes, message):
         train(Regression(), Points(), loop_config(**changes), tmp_path)
 
 
-def _rows(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+def _rows(run, name: str = "metrics") -> list[dict]:
+    return [json.loads(line) for line in (run / f"{name}.jsonl").read_text().splitlines()]
 
 
 def test_a_new_run_refuses_a_folder_holding_another_runs_checkpoints(tmp_path):
@@ -143,6 +150,19 @@ def test_two_ranks_train_as_one_process_resume_each_ranks_state_and_share_failur
     for key, value in results["whole"].items():
         torch.testing.assert_close(results["resumed"][key], value, rtol=0, atol=0)
     assert results["export_failure"] == ["rank 0 failed: OSError: disk full"] * 2  # nobody hangs
+    # A scored validation sees the whole set on every rank and equals one process's.
+    assert results["scored_sizes"] == [[20, 20]] * 2
+    config = loop_config(max_steps=6, validate_every=3, batch_size=8, lr=4.0)
+    train(
+        Classifier(),
+        LabelledPoints(),
+        config,
+        tmp_path / "scored_one",
+        val_dataset=LabelledPoints(20),
+    )
+    one = _rows(tmp_path / "scored_one", "validation")
+    two = _rows(tmp_path / "scored", "validation")
+    assert [r["val_accuracy"] for r in one] == [r["val_accuracy"] for r in two]
 
 
 def test_the_metrics_log_is_closed_when_a_step_fails(tmp_path, monkeypatch):

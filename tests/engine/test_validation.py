@@ -12,7 +12,14 @@ from medfound.engine.loop_config import LoopConfig
 from medfound.engine.trainer import best_weights_files, train
 from medfound.engine.validation import ValidationTracker, validation_chunks
 from medfound.errors import ConfigError
-from tests.engine.toy import NormRegression, Points, Regression, loop_config
+from tests.engine.toy import (
+    Classifier,
+    LabelledPoints,
+    NormRegression,
+    Points,
+    Regression,
+    loop_config,
+)
 
 
 class Exporting(Regression):
@@ -198,3 +205,40 @@ def test_unreadable_validation_items_are_reported(tmp_path):
     config = loop_config(max_steps=2, validate_every=2)
     summary = train(Regression(), Points(), config, tmp_path, val_dataset=Unreadable(24))
     assert summary.skipped == {"point3": "point3: unreadable"}
+
+
+def test_labelled_items_pass_their_targets_to_the_method(tmp_path):
+    method = Classifier()
+    data = LabelledPoints()
+    train(method, data, loop_config(max_steps=2, batch_size=8), tmp_path)
+    expected = {int(data[i]["target"]) for i in range(len(data))}
+    assert all(t.shape == (8,) and t.dtype == torch.int64 for t in method.targets_seen)
+    assert {int(v) for t in method.targets_seen for v in t} <= expected
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_a_scored_method_is_validated_on_the_whole_set_and_its_best_kept(
+    tmp_path, higher_is_better
+):
+    method = Classifier(higher_is_better)
+    config = loop_config(max_steps=12, validate_every=3, batch_size=8, lr=4.0)
+    summary = train(method, LabelledPoints(), config, tmp_path, val_dataset=LabelledPoints(20))
+    name = f"val_{method.score_name}"
+    rows = _rows(tmp_path)
+    values = [r[name] for r in rows]
+    best = max(values) if higher_is_better else min(values)
+    assert rows[-1][f"best_{name}"] == best
+    assert summary.best_step == rows[values.index(best)]["step"]
+    assert method.scored == [20] * 4  # every item once, the short last chunk included
+    assert load_checkpoint(best_weights_files(tmp_path)[0])[name] == best
+
+
+def test_tracker_for_scores_keeps_the_highest():
+    tracker = ValidationTracker(higher_is_better=True)
+    config = LoopConfig(validate_every=1)
+    assert [tracker.update(v, s, config) for s, v in enumerate([0.5, 0.7, 0.6])] == [
+        True,
+        True,
+        False,
+    ]
+    assert (tracker.best, tracker.best_step, tracker.since_best) == (0.7, 1, 1)

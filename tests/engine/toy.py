@@ -66,3 +66,44 @@ class NormRegression(Regression):
         if self.fail_at_step is not None and self.calls == self.fail_at_step:
             raise KeyboardInterrupt("simulated crash")
         return super().loss(model, inputs)
+
+
+class LabelledPoints(Points):
+    """Points with a class label: 1 where x . (1, 2, 3, 4) > 0 (labelled items, as fine-tuning reads)."""
+
+    def __getitem__(self, i):
+        label = int(self.x[i] @ torch.tensor([1.0, 2.0, 3.0, 4.0]) > 0)
+        return {**super().__getitem__(i), "target": torch.tensor(label)}
+
+
+class Classifier:
+    """A supervised method validated by a score: accuracy (higher is better), or, with
+    `score_name="error"`, the error rate (lower is better). Records the targets it was given."""
+
+    def __init__(self, higher_is_better: bool = True):
+        torch.manual_seed(0)
+        self.model = nn.Linear(4, 2)
+        self.higher_is_better = higher_is_better
+        self.score_name = "accuracy" if higher_is_better else "error"
+        self.targets_seen: list[torch.Tensor] = []
+        self.scored: list[int] = []  # validation set sizes the score saw
+
+    def prepare(self, images, seed, targets):
+        self.targets_seen.append(targets)
+        return images, targets
+
+    def loss(self, model, inputs):
+        x, y = inputs
+        return MethodOutput(loss=nn.functional.cross_entropy(model(x).float(), y))
+
+    def predict(self, model, images):
+        return model(images).argmax(1).cpu()
+
+    def score(self, outputs, targets):
+        predicted, truth = torch.cat(outputs), torch.cat(targets)
+        self.scored.append(len(truth))
+        accuracy = float((predicted == truth).float().mean())
+        return accuracy if self.higher_is_better else 1 - accuracy
+
+    def export(self, model, run_dir):
+        return []

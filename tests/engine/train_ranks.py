@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from medfound.engine.distributed import RankFailure
 from medfound.engine.trainer import train
-from tests.engine.toy import NormRegression, Points, loop_config
+from tests.engine.toy import Classifier, LabelledPoints, NormRegression, Points, loop_config
 
 
 def main(out: str) -> None:
@@ -48,6 +48,13 @@ def main(out: str) -> None:
         outcome = str(exc)
     results["export_failure"] = [None] * dist.get_world_size()
     dist.all_gather_object(results["export_failure"], outcome)
+
+    # 4. A scored method: every rank scores the whole validation set, gathered in chunk order.
+    scored = Classifier()
+    config = loop_config(max_steps=6, validate_every=3, batch_size=8, lr=4.0)
+    train(scored, LabelledPoints(), config, out_dir / "scored", val_dataset=LabelledPoints(20))
+    results["scored_sizes"] = [None] * dist.get_world_size()
+    dist.all_gather_object(results["scored_sizes"], scored.scored)
     if rank == 0:
         torch.save(results, out_dir / "results.pt")
     dist.barrier()

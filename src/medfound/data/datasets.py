@@ -62,18 +62,30 @@ class ImageDataset(Dataset):
 
 
 def collate_items(items: list[dict]) -> dict:
-    """Stack the good items into one batch tensor; pass the failed ones through as errors.
+    """Stack the good items into one batch tensor (and their `target`s, for labelled data); pass
+    the failed ones through as errors.
 
     An item marked `group` holds several samples (k, C, ...) cut from one read (the cubes of one
-    volume): its samples join the batch one by one.
+    volume, the patches of one image) and its targets (k, ...): they join the batch one by one.
     """
     good = [item for item in items if "error" not in item]
-    parts = [item["tensor"] if item.get("group") else item["tensor"][None] for item in good]
-    return {
-        "tensor": torch.cat(parts) if parts else None,
-        "items": [{k: v for k, v in item.items() if k != "tensor"} for item in good],
+    labelled = bool(good) and "target" in good[0]
+    batch = {
+        "tensor": _stack(good, "tensor"),
+        "items": [{k: v for k, v in item.items() if k not in _STACKED} for item in good],
         "errors": [(item["source"], item["error"]) for item in items if "error" in item],
     }
+    if labelled:
+        batch["target"] = _stack(good, "target")
+    return batch
+
+
+_STACKED = ("tensor", "target")
+
+
+def _stack(items: list[dict], key: str) -> torch.Tensor | None:
+    parts = [item[key] if item.get("group") else torch.as_tensor(item[key])[None] for item in items]
+    return torch.cat(parts) if parts else None
 
 
 def worker_init(_worker_id: int) -> None:

@@ -36,7 +36,7 @@ from medfound.engine.progress import progress_bar
 from medfound.engine.run_folder import claim_run_folder
 from medfound.engine.sampling import EpochBatchSampler
 from medfound.engine.train_state import TrainState
-from medfound.engine.validation import ValidationTracker, Validator
+from medfound.engine.validation import ValidationTracker, Validator, prepare
 from medfound.errors import ConfigError, ImageReadError, first_items, skip_message
 from medfound.files import atomic_write, remove_temporaries
 from medfound.methods.base import Method, MethodOutput
@@ -127,7 +127,8 @@ class _Loop:
         optimizer = build_optimizer(
             config.optimizer, module, peak_lr, config.weight_decay, config.momentum
         )
-        validation = ValidationTracker()  # the plateau schedule reads its decay factor
+        # The plateau schedule reads the tracker's decay factor.
+        validation = ValidationTracker(higher_is_better=getattr(method, "higher_is_better", False))
         multiplier = schedule_multiplier(
             config.schedule,
             warmup,
@@ -191,7 +192,7 @@ class _Loop:
         if ctx.is_main and self.validator is not None:
             self.val_log = MetricsLog(self.run_dir, state.step, config.tensorboard, "validation")
         try:
-            with progress_bar(self.total, "pretraining", enabled=show, completed=state.step) as bar:
+            with progress_bar(self.total, "training", enabled=show, completed=state.step) as bar:
                 while state.step < self.total and not state.validation.stopped:
                     self._one_pass(loader, summary, metrics, bar if show else None)
         finally:
@@ -208,7 +209,7 @@ class _Loop:
                 merged.update(part)
             summary.skipped = merged
         summary.exported = ctx.on_main(self._export)
-        validated = self.validator is not None and state.validation.best < float("inf")
+        validated = self.validator is not None and state.validation.has_best
         summary.best_step = state.validation.best_step if validated else None
         summary.stopped_early = state.validation.stopped
         return summary
@@ -216,7 +217,7 @@ class _Loop:
     def _export(self) -> list[Path]:
         """The method's artefacts, from the best validated weights when there was validation."""
         validation = self.state.validation
-        if self.validator is not None and validation.best < float("inf"):
+        if self.validator is not None and validation.has_best:
             path = best_weights_path(self.run_dir, validation.best_step)
             if not path.exists():  # only if removed by hand
                 raise ConfigError(f"{path}: the best validation's weights are missing")
@@ -239,7 +240,8 @@ class _Loop:
                     "step %d: fewer than 2 readable images in the batch; skipped", state.step
                 )
                 continue
-            out = self._step(batch["tensor"][:n])
+            targets = batch.get("target")
+            out = self._step(batch["tensor"][:n], None if targets is None else targets[:n])
             summary.images += n * ctx.world_size
             if advance is not None:  # .item() waits for the device: only where a bar shows it
                 advance(1, n * ctx.world_size, f"loss {out.loss.item():.4f}")
@@ -259,12 +261,13 @@ class _Loop:
                 f"of {len(self.dataset)} images; first: {first_items(list(summary.skipped), 3)})"
             )
 
-    def _step(self, images: torch.Tensor) -> MethodOutput:
+    def _step(self, images: torch.Tensor, targets: torch.Tensor | None) -> MethodOutput:
         """Prepare, forward, backward, optional clipping, optimiser and schedule step."""
         state, config = self.state, self.config
         images = images.to(self.device, non_blocking=True)
+        seed = _step_seed(config.seed, state.step, self.ctx.rank)
         with torch.no_grad():
-            inputs = self.method.prepare(images, _step_seed(config.seed, state.step, self.ctx.rank))
+            inputs = prepare(self.method, images, seed, targets, self.device)
         with autocast(self.device, config.precision):
             out = self.method.loss(self.model, inputs)
         state.optimizer.zero_grad(set_to_none=True)
@@ -302,10 +305,12 @@ class _Loop:
             ):
                 group["lr"] = base * rate
         if improved:
-            weights = {"model": state.module.state_dict(), "step": state.step, "val_loss": value}
+            name = self.validator.name
+            weights = {"model": state.module.state_dict(), "step": state.step, name: value}
             path = best_weights_path(self.run_dir, state.step)
             self.ctx.on_main(lambda: atomic_write(path, lambda tmp: torch.save(weights, tmp)))
-        row = {"step": state.step, "val_loss": value, "best_val_loss": state.validation.best}
+        name = self.validator.name
+        row = {"step": state.step, name: value, f"best_{name}": state.validation.best}
         row["lr_factor"] = state.validation.lr_factor
         if self.val_log is not None:
             self.val_log.write(row)

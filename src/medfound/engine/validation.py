@@ -1,10 +1,12 @@
-"""Validation while training: a loss on held-out data every N steps, the best step, plateau decay and
-early stopping, all resumable.
+"""Validation while training: a loss or a score on held-out data every N steps, the best step,
+plateau decay and early stopping, all resumable.
 
-The held-out loss is the method's own loss (for Genesis: restoration MSE) in eval mode, on batches
-whose content and random preparation are fixed: chunk c of the validation items is prepared with a
-seed drawn from (run seed, c), and chunks are dealt to ranks round-robin, so the figure is the same
-at every validation, on any number of ranks, before and after a resume.
+A pretraining method is validated by its own loss (for Genesis: restoration MSE) in eval mode, on
+batches whose content and random preparation are fixed: chunk c of the validation items is prepared
+with a seed drawn from (run seed, c), and chunks are dealt to ranks round-robin, so the figure is the
+same at every validation, on any number of ranks, before and after a resume. A supervised method
+(methods/base.py's ScoredMethod) is validated by a score over the whole held-out set (macro AUC, Dice):
+its predictions of every chunk are gathered from all ranks and scored once.
 """
 
 import logging
@@ -26,18 +28,27 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ValidationTracker:
-    """Best validation loss so far and the patience counters of plateau decay and early stopping."""
+    """Best validation figure so far and the patience counters of plateau decay and early stopping.
 
-    best: float = math.inf
+    A loss is better lower; a score (`higher_is_better`) higher."""
+
+    higher_is_better: bool = False
+    best: float = math.nan  # nan until the first validation
     best_step: int = 0
     since_best: int = 0  # validations without improvement (early stopping counts these)
     since_decay: int = 0  # ... since the last improvement or plateau decay
     lr_factor: float = 1.0  # the plateau schedule's accumulated decay
     stopped: bool = False  # early stopping ended the run
 
+    @property
+    def has_best(self) -> bool:
+        """Whether a validation has been recorded."""
+        return not math.isnan(self.best)
+
     def update(self, value: float, step: int, config: LoopConfig) -> bool:
-        """Record one validation; True when it is the best so far (lower is better)."""
-        if value < self.best:
+        """Record one validation; True when it is the best so far."""
+        better = value > self.best if self.higher_is_better else value < self.best
+        if not self.has_best or better:
             self.best, self.best_step = value, step
             self.since_best = self.since_decay = 0
             return True
@@ -89,7 +100,7 @@ class _Chunks(torch.utils.data.Sampler):
 
 
 class Validator:
-    """Computes the validation loss; its loader (and worker processes) are made once per run.
+    """Computes the validation loss or score; its loader (and worker processes) are made once per run.
 
     A chunk is one global batch's items, validated on one rank (without gradients, so it needs
     less memory than a training step on that rank's share). Unreadable items are logged once and
@@ -100,6 +111,10 @@ class Validator:
         """`items`: dataset items per chunk (the training loop's items per global batch)."""
         self.method, self.config, self.ctx, self.device = method, config, ctx, device
         self.skipped: dict[str, str] = {}
+        self.scored = hasattr(method, "score")
+        # What validation rows call the figure: val_loss, or val_<score> of a supervised method.
+        self.name = f"val_{method.score_name}" if self.scored else "val_loss"
+        items = getattr(method, "validation_items", items)
         chunks = validation_chunks(len(dataset), items, ctx.rank, ctx.world_size)
         keyed = getattr(dataset, "keyed_by_epoch", False)
         # Few workers: validation is occasional, and each worker holds its own decoded volumes.
@@ -110,36 +125,67 @@ class Validator:
 
     @torch.no_grad()
     def __call__(self, module: nn.Module) -> float:
-        """Mean loss per sample over the whole validation set (all ranks), `module` in eval mode."""
-        ctx, device, config = self.ctx, self.device, self.config
+        """The validation figure over the whole validation set (all ranks), `module` in eval mode:
+        the mean loss per sample, or the method's score."""
         was_training = module.training
         module.eval()
-        total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, samples)
         try:
-            for i, batch in enumerate(self.loader):
-                for source, reason in batch["errors"]:
-                    if source not in self.skipped:
-                        log.warning("validation: skipped %s", skip_message(source, reason))
-                        self.skipped[source] = reason
-                if batch["tensor"] is None:
-                    continue
-                images = batch["tensor"].to(device, non_blocking=True)
-                # This rank's i-th chunk is chunk rank + i * world_size of the whole set.
-                seed = chunk_seed(config.seed, ctx.rank + i * ctx.world_size)
-                inputs = self.method.prepare(images, seed)
-                with autocast(device, config.precision):
-                    loss = self.method.loss(module, inputs).loss.double()
-                total += torch.stack([loss * len(images), total.new_tensor(len(images))])
+            value = self._score(module) if self.scored else self._mean_loss(module)
         finally:
             module.train(was_training)
-        if ctx.world_size > 1:
-            torch.distributed.all_reduce(total)
-        if total[1] == 0:
-            raise ImageReadError("validation: no readable item in the validation data")
-        value = float(total[0] / total[1])
         if not math.isfinite(value):
             raise ConfigError(
-                f"validation loss is {value}: training diverged (lower --lr, or clip gradients "
+                f"{self.name} is {value}: training diverged (lower --lr, or clip gradients "
                 "with --clip-grad-norm)"
             )
         return value
+
+    def _batches(self):
+        """(chunk number in the whole set, images on the device, targets or None) of this rank."""
+        ctx = self.ctx
+        for i, batch in enumerate(self.loader):
+            for source, reason in batch["errors"]:
+                if source not in self.skipped:
+                    log.warning("validation: skipped %s", skip_message(source, reason))
+                    self.skipped[source] = reason
+            if batch["tensor"] is None:
+                continue
+            images = batch["tensor"].to(self.device, non_blocking=True)
+            # This rank's i-th chunk is chunk rank + i * world_size of the whole set.
+            yield ctx.rank + i * ctx.world_size, images, batch.get("target")
+
+    def _mean_loss(self, module: nn.Module) -> float:
+        device, config = self.device, self.config
+        total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, samples)
+        for chunk, images, targets in self._batches():
+            inputs = prepare(self.method, images, chunk_seed(config.seed, chunk), targets, device)
+            with autocast(device, config.precision):
+                loss = self.method.loss(module, inputs).loss.double()
+            total += torch.stack([loss * len(images), total.new_tensor(len(images))])
+        if self.ctx.world_size > 1:
+            torch.distributed.all_reduce(total)
+        if total[1] == 0:
+            raise ImageReadError("validation: no readable item in the validation data")
+        return float(total[0] / total[1])
+
+    def _score(self, module: nn.Module) -> float:
+        chunks: list[tuple[int, object, object]] = []
+        for chunk, images, targets in self._batches():
+            if targets is None:
+                raise ConfigError("validation data without labels cannot be scored")
+            with autocast(self.device, self.config.precision):
+                outputs = self.method.predict(module, images)
+            chunks.append((chunk, outputs, targets))
+        if self.ctx.world_size > 1:  # every rank scores the same, whole set (in chunk order)
+            chunks = [part for parts in self.ctx.gather(chunks) for part in parts]
+        if not chunks:
+            raise ImageReadError("validation: no readable item in the validation data")
+        chunks.sort(key=lambda part: part[0])
+        return float(self.method.score([part[1] for part in chunks], [part[2] for part in chunks]))
+
+
+def prepare(method, images: torch.Tensor, seed: int, targets, device) -> object:
+    """The method's inputs for a batch: with its targets for labelled data (on the device)."""
+    if targets is None:
+        return method.prepare(images, seed)
+    return method.prepare(images, seed, targets.to(device, non_blocking=True))
