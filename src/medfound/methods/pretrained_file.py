@@ -19,10 +19,11 @@ def save_pretrained(
     description: str,
     provenance: dict,
     extra_tensors: dict[str, torch.Tensor] | None = None,
+    extra_metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write `model.network` to `path` with its card: `description` appended, the input scaling
     the model applied (a converted starting point may have its own), provenance under
-    `medfound_pretraining`."""
+    `medfound_pretraining`, and any `extra_metadata` (e.g. a fine-tuned head's classes)."""
     mean, std = _input_contract(model)
     card = dataclasses.replace(
         model.card,
@@ -36,7 +37,10 @@ def save_pretrained(
         model.network,
         Path(path),
         card.to_json(),
-        extra={"medfound_pretraining": json.dumps({"method": method, **provenance})},
+        extra={
+            "medfound_pretraining": json.dumps({"method": method, **provenance}),
+            **(extra_metadata or {}),
+        },
         extra_tensors=extra_tensors,
     )
     return Path(path)
