@@ -1,6 +1,7 @@
 """The layers of DESIGN.md, checked on the source: a layer imports only itself and those left of it.
 
-`io` -> `data` -> `models` -> `convert` / `methods` -> `engine` -> `tasks` -> `cli`; the small root-level
+`io` -> `data` -> `models` -> `evaluation` -> `convert` / `methods` -> `engine` -> `tasks` -> `cli`
+(metrics come before the methods, whose validation scores use them); the small root-level
 modules (errors, files, privacy, weight_sources, ...) may be used anywhere. Imports inside functions
 count too: a lazy import is still a dependency.
 """
@@ -11,16 +12,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parents[1] / "src" / "medfound"
-ORDER = ["io", "data", "models", "convert", "methods", "engine", "tasks", "cli"]
+ORDER = ["io", "data", "models", "evaluation", "convert", "methods", "engine", "tasks", "cli"]
 # What each layer may import besides itself and the root-level modules.
 ALLOWED = {
     "io": set(),
     "data": {"io"},
     "models": {"io", "data"},
+    "evaluation": {"io", "data", "models"},
     "convert": {"io", "data", "models"},
-    "methods": {"io", "data", "models"},
-    "engine": {"io", "data", "models", "methods"},
-    "tasks": {"io", "data", "models", "convert", "methods", "engine"},
+    "methods": {"io", "data", "models", "evaluation"},
+    "engine": {"io", "data", "models", "evaluation", "methods"},
+    "tasks": {"io", "data", "models", "evaluation", "convert", "methods", "engine"},
     "cli": set(ORDER),
 }
 

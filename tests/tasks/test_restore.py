@@ -28,9 +28,9 @@ from medfound.tasks.restore import (
     display_slice,
     montage_layout,
     montage_slices,
-    output_names,
     restore,
 )
+from medfound.tasks.volume_output import output_names
 from tests.factories import write_dicom, write_png
 
 MODEL = "unet3d_genesis.chest_ct"

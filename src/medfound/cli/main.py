@@ -4,10 +4,13 @@ from pathlib import Path
 
 import typer
 
-from medfound.cli import convert, models, pretrain
+from medfound.cli import convert, finetune, models, pretrain
 from medfound.cli.embed import embed_command
 from medfound.cli.errors import handles_errors
+from medfound.cli.example_data import example_data_command
 from medfound.cli.export import export_command
+from medfound.cli.predict import predict_command
+from medfound.cli.probe import probe_command
 from medfound.cli.restore import restore_command
 
 app = typer.Typer(
@@ -19,9 +22,13 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(convert.app, name="convert")
 app.add_typer(pretrain.app, name="pretrain")
+app.add_typer(finetune.app, name="finetune")
 app.command("embed")(embed_command)
 app.command("export")(export_command)
 app.command("restore")(restore_command)
+app.command("predict")(predict_command)
+app.command("probe")(probe_command)
+app.command("example-data")(example_data_command)
 
 
 @app.command("demo")

@@ -25,7 +25,7 @@ def simclr(
     from medfound.tasks.pretrain import pretrain_simclr
 
     overrides = {name: value for name, value in fields.items() if value not in (None, [])}
-    _report(pretrain_simclr(out, config_file=config, overrides=overrides, resume=resume))
+    report_training(pretrain_simclr(out, config_file=config, overrides=overrides, resume=resume))
 
 
 def genesis(
@@ -39,10 +39,11 @@ def genesis(
     from medfound.tasks.pretrain_genesis import pretrain_genesis
 
     overrides = {name: value for name, value in fields.items() if value not in (None, [])}
-    _report(pretrain_genesis(out, config_file=config, overrides=overrides, resume=resume))
+    report_training(pretrain_genesis(out, config_file=config, overrides=overrides, resume=resume))
 
 
-def _report(summary) -> None:
+def report_training(summary) -> None:
+    """Print what a training run did: steps, rate, validation, weights, skipped items."""
     loss = summary.last_metrics.get("loss")
     rate = summary.images / summary.seconds if summary.seconds else 0.0
     console.print(

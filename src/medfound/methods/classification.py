@@ -97,7 +97,10 @@ class ClassificationMethod:
         augment: bool = True,
         min_crop_scale: float = 0.8,
         provenance: dict | None = None,
+        reading: dict | None = None,
     ):
+        """`reading`: how inputs were read ({"preset": name, "input_size": ...}), stored in the
+        exported file so that prediction reads new images the same way."""
         if kind not in ("multiclass", "multilabel"):
             raise ConfigError(f"kind must be multiclass or multilabel, got {kind!r}")
         if class_weights is not None and len(class_weights) != len(classes):
@@ -109,6 +112,7 @@ class ClassificationMethod:
         self.class_weights = class_weights
         self.augment, self.min_crop_scale = augment, min_crop_scale
         self.provenance = provenance or {}
+        self.reading = reading or {}
 
     def prepare(self, images: torch.Tensor, seed: int, targets: torch.Tensor):
         """(augmented images, targets): flips and a small crop, seeded per step."""
@@ -151,6 +155,7 @@ class ClassificationMethod:
         `medfound embed`), the head under extra/classifier_head/, classes and kind in metadata."""
         head = {f"{HEAD_PREFIX}{k}": v for k, v in model.head.state_dict().items()}
         task = {"kind": self.kind, "classes": list(self.classes), "head": model.head_kind}
+        task |= self.reading
         path = save_pretrained(
             model.encoder,
             Path(run_dir) / WEIGHTS_FILE,
@@ -186,7 +191,7 @@ def probabilities(logits: torch.Tensor, kind: Kind) -> torch.Tensor:
 
 def load_classifier(path: str | Path, device: str = "cpu") -> tuple[Classifier, dict]:
     """A fine-tuned classifier from its classifier.safetensors (or the run folder holding it), in
-    eval mode, and its task ({kind, classes, head})."""
+    eval mode, and its task ({kind, classes, head} and how inputs were read: preset, input_size)."""
     from safetensors import safe_open
 
     path = Path(path)

@@ -14,12 +14,11 @@ with the settings and what was written. Every file is written atomically.
 """
 
 import contextlib
-import gzip
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +39,7 @@ from medfound.methods.restoration import RestorationModel
 from medfound.models import FoundationModel, load_model
 from medfound.models.unet3d import use_batch_statistics
 from medfound.privacy import uid_policy
+from medfound.tasks.volume_output import output_grid, output_names, write_nifti
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "unet3d_genesis.chest_ct"
 BLENDS = ("gaussian", "constant")
 SUMMARY_FILE = "restore.json"
-_DESCRIP_BYTES = 80  # the NIfTI-1 header's description field
 
 # Montage geometry: each slice is enlarged by an integer factor (nearest neighbour) to at least
 # _MIN_TILE pixels on its short side, tiles sit _GAP pixels apart right of a label column.
@@ -219,33 +218,6 @@ def restore_tensor(
     return torch.as_tensor(restored)[0].float()
 
 
-def output_names(sources: Sequence[ImageSource]) -> list[str]:
-    """A distinct output name per source: the file name without its image suffix (the folder's
-    name for a DICOM series), then `_2`, `_3`, ... for later sources that would reuse one."""
-    taken: set[str] = set()
-    names = []
-    for source in sources:
-        base = _base_name(source)
-        name, n = base, 1
-        while name in taken:
-            n += 1
-            name = f"{base}_{n}"
-        taken.add(name)
-        names.append(name)
-    return names
-
-
-def _base_name(source: ImageSource) -> str:
-    path = source.paths[0]
-    if source.series:
-        return path.parent.name or "series"
-    lower = path.name.lower()
-    for suffix in (".nii.gz", ".nii", ".npy", ".mhd", ".mha", ".nrrd", ".dcm", ".dicom"):
-        if lower.endswith(suffix) and len(lower) > len(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem or path.name
-
-
 def _check_options(overlap: float, blend: str, batch_size: int, montage_slices: int) -> None:
     if not 0.0 <= overlap < 1.0:
         raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
@@ -354,13 +326,13 @@ class _Run:
             restored_values, units = lo + restored * (hi - lo), "HU"
         else:
             restored_values, units = restored, "[0, 1]"
-        affine, to_output_grid, codes = _output_grid(image, source)
+        affine, to_output_grid, codes = output_grid(image, source)
         tag = f"medfound restore {self.model_name}"
         paths = {kind: self.out_dir / f"{name}_{kind}.nii.gz" for kind in ("restored", "anomaly")}
         restored_data = to_output_grid(restored_values)
-        _write_nifti(paths["restored"], restored_data, affine, f"restored, {units}; {tag}", codes)
+        write_nifti(paths["restored"], restored_data, affine, f"restored, {units}; {tag}", codes)
         anomaly_data = to_output_grid(anomaly)
-        _write_nifti(paths["anomaly"], anomaly_data, affine, f"|input-restored|; {tag}", codes)
+        write_nifti(paths["anomaly"], anomaly_data, affine, f"|input-restored|; {tag}", codes)
         scale = difference_scale(anomaly)
         montage = render_montage(unit, restored, anomaly, self.montage_slices, scale)
         montage_path = self.out_dir / f"{name}_montage.png"
@@ -385,95 +357,6 @@ def _grayscale(unit: np.ndarray) -> np.ndarray:
     if unit.shape[0] == 3:
         return np.tensordot(_LUMA, unit, axes=1)[None].astype(np.float32)
     return unit
-
-
-# --- geometry and NIfTI writing -------------------------------------------------------------------
-
-
-def _output_grid(
-    image: MedicalImage, source: ImageSource
-) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], tuple[int, int] | None]:
-    """The affine to write with, the map from the reader's array to the written one, and the
-    NIfTI (qform, sform) codes to keep.
-
-    A NIfTI input is written back in its own voxel order (the reader turned it to RAS+), so the
-    outputs have its shape and affine exactly; other inputs keep the reader's RAS+ grid and affine.
-    Arrays without geometry (.npy, 2D images) get their spacing, or 1 mm, on the diagonal.
-    """
-    if image.affine is None:
-        spacing = list(image.spacing or ()) + [1.0] * 3
-        return np.diag([*spacing[:3], 1.0]), _same, None
-    native = _nifti_grid(source) if not source.series else None
-    if native is not None:
-        affine, shape, codes = native
-        back = _reorientation(image.affine, affine, image.array.shape[1:], shape)
-        if back is not None:
-            return affine, back, codes
-        log.warning(
-            "%s: written in RAS+ orientation (its own grid could not be matched)", source.id
-        )
-    return image.affine, _same, None
-
-
-def _same(array: np.ndarray) -> np.ndarray:
-    return array
-
-
-def _nifti_grid(source: ImageSource):
-    """(affine, 3D shape, (qform, sform) codes) of a NIfTI input as stored, else None."""
-    path = source.paths[0]
-    if not path.name.lower().endswith((".nii", ".nii.gz")):
-        return None
-    import nibabel as nib
-
-    img = nib.load(str(path))  # the header only; the reader has already decoded the data
-    codes = (int(img.header["qform_code"]), int(img.header["sform_code"]))
-    if codes == (0, 0):  # no stated geometry: keep the affine nibabel derives, stated as aligned
-        codes = (0, 2)
-    return np.asarray(img.affine, float), tuple(img.shape[:3]), codes
-
-
-def _reorientation(canonical_affine, native_affine, canonical_shape, native_shape):
-    """A function taking the reader's RAS+ array back to the file's own axis order, or None when
-    the two grids are not the same voxels (then the RAS+ grid is written)."""
-    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
-
-    transform = ornt_transform(io_orientation(canonical_affine), io_orientation(native_affine))
-    affine = canonical_affine @ inv_ornt_aff(transform, canonical_shape)
-    shape = tuple(np.asarray(canonical_shape)[transform[:, 0].astype(int)])
-    if shape != tuple(native_shape) or not np.allclose(affine, native_affine, atol=1e-4):
-        return None
-    return lambda array: np.ascontiguousarray(apply_orientation(array, transform))
-
-
-def _write_nifti(
-    path: Path,
-    data: np.ndarray,
-    affine: np.ndarray,
-    description: str,
-    codes: tuple[int, int] | None,
-) -> None:
-    """A float32 NIfTI-1 file (.nii.gz), written atomically."""
-    import nibabel as nib
-
-    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
-    qform_code, sform_code = codes or (1, 1)  # default: scanner coordinates (DICOM-derived)
-    img.set_qform(affine, code=qform_code)
-    img.set_sform(affine, code=sform_code)
-    img.header.set_xyzt_units("mm")
-    img.header["descrip"] = description.encode()[:_DESCRIP_BYTES]
-    payload = img.to_bytes()
-
-    def write(tmp: Path) -> None:
-        # Through gzip directly: nibabel picks the format from the name, and the temporary's ends
-        # in .partial. Level 1 as nibabel's own default; mtime 0 keeps reruns byte-identical.
-        with (
-            open(tmp, "wb") as fh,
-            gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=1, mtime=0) as gz,
-        ):
-            gz.write(payload)
-
-    atomic_write(path, write)
 
 
 # --- montage --------------------------------------------------------------------------------------

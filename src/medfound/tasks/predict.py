@@ -1,0 +1,119 @@
+"""`medfound predict RUN_DIR INPUTS --out DIR`: a fine-tuned model applied to new files.
+
+A classifier run (RUN_DIR/classifier.safetensors) gives OUT/predictions.csv: one row per image with
+its class probabilities and the predicted class (multiclass) or labels above 0.5 (multilabel). A
+segmenter run (RUN_DIR/segmenter.safetensors) gives one mask per input, on the input's own grid:
+PNG for 2D images, NIfTI with the input's affine for volumes (tasks/predict_masks.py). Unreadable
+inputs are reported and skipped.
+"""
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medfound.data.datasets import ImageDataset
+from medfound.data.sources import collect_sources
+from medfound.engine.distributed import resolve_device
+from medfound.errors import ConfigError, WeightsError
+from medfound.files import atomic_write
+from medfound.io.presets import get_preset
+from medfound.methods.classification import WEIGHTS_FILE as CLASSIFIER_FILE
+from medfound.methods.classification import load_classifier, probabilities
+from medfound.tasks.inference import run_over
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "predictions.csv"
+
+
+@dataclass
+class PredictSummary:
+    """What a prediction run wrote."""
+
+    out: Path
+    written: list[Path] = field(default_factory=list)
+    predicted: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def predict(
+    run_dir: str | Path,
+    inputs: list[str | Path],
+    out: str | Path,
+    *,
+    batch_size: int = 8,
+    device: str = "auto",
+    workers: int | None = None,
+) -> PredictSummary:
+    """Apply the model fine-tuned in `run_dir` to `inputs` (files, folders, CSV lists)."""
+    run_dir, out = Path(run_dir), Path(out)
+    from medfound.methods.segmentation import WEIGHTS_FILE as SEGMENTER_FILE
+
+    if (run_dir / CLASSIFIER_FILE).is_file():
+        return _classify(run_dir, inputs, out, batch_size, device, workers)
+    if (run_dir / SEGMENTER_FILE).is_file():
+        from medfound.tasks.predict_masks import predict_masks
+
+        return predict_masks(run_dir, inputs, out, device=device)
+    raise WeightsError(
+        f"{run_dir}: no fine-tuned model here ({CLASSIFIER_FILE} or {SEGMENTER_FILE}); "
+        "give the folder of a `medfound finetune` run"
+    )
+
+
+def _sources(inputs, spatial_dims: int):
+    sources, problems = collect_sources(inputs, group_series=spatial_dims == 3)
+    if not sources:
+        raise ConfigError(f"no images in {[str(i) for i in inputs]}")
+    return sources, problems
+
+
+def _classify(run_dir, inputs, out: Path, batch_size, device, workers) -> PredictSummary:
+    device = resolve_device(device)
+    classifier, task = load_classifier(run_dir, device=str(device))
+    card = classifier.encoder.card
+    sources, problems = _sources(inputs, card.spatial_dims)
+    shape = card.preprocess_args()
+    if task.get("input_size") is not None:
+        size = task["input_size"]
+        shape["native_size"] = tuple(size) if isinstance(size, list) else size
+    preset = get_preset(task.get("preset") or card.preset)
+    dataset = ImageDataset(sources, preset, **shape)
+    kind, classes = task["kind"], task["classes"]
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        return probabilities(classifier(images), kind)
+
+    result = run_over(forward, dataset, batch_size=batch_size, device=device, workers=workers)
+    scores = torch.stack(result.outputs).numpy() if result.outputs else np.zeros((0, len(classes)))
+    path = out / PREDICTIONS_FILE
+    out.mkdir(parents=True, exist_ok=True)
+    _write_class_predictions(path, result.sources, scores, classes, kind)
+    return PredictSummary(
+        out=out,
+        written=[path],
+        predicted=len(result.sources),
+        skipped=problems + result.skipped,
+    )
+
+
+def _write_class_predictions(path: Path, ids, scores: np.ndarray, classes, kind: str) -> None:
+    """id, one probability column per class, and the prediction (class, or labels >= 0.5)."""
+
+    def predicted(row: np.ndarray) -> str:
+        if kind == "multiclass":
+            return classes[int(row.argmax())]
+        return ";".join(c for c, p in zip(classes, row, strict=True) if p >= 0.5)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["id", *classes, "predicted"])
+            for item, row in zip(ids, scores, strict=True):
+                writer.writerow([item, *(f"{v:.6g}" for v in row), predicted(row)])
+
+    atomic_write(path, write)

@@ -1,0 +1,75 @@
+"""What the fine-tuning commands share about a run: paths made absolute, the starting encoder, the
+patient-level split, the data fingerprint an exact resume checks, and the provenance an exported
+file carries (without any path: folder names can be patient ids)."""
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from medfound.data.splits import assign_splits
+from medfound.models import FoundationModel, load_model
+
+log = logging.getLogger(__name__)
+
+
+def absolute_fields(fields: dict, names: Iterable[str]) -> dict:
+    """`fields` with the path fields `names` made absolute (and `init`, unless it is random), so
+    that a run can be resumed from any folder."""
+    out = dict(fields)
+    for name in names:
+        if out.get(name):
+            out[name] = str(Path(out[name]).absolute())
+    if out.get("init") and out["init"] != "random":
+        out["init"] = str(Path(out["init"]).absolute())
+    return out
+
+
+def load_encoder(name: str, init: str, seed: int) -> FoundationModel:
+    """The encoder a run starts from: its weight file, or a seeded random start said out loud."""
+    random = init == "random"
+    encoder = load_model(name, None if random else init, random_init=random, seed=seed)
+    if random:
+        log.info("%s: initialised randomly (seed %d), as --init random asks", name, seed)
+    return encoder.train()
+
+
+def patient_splits(patients: np.ndarray, config, given: np.ndarray | None = None) -> np.ndarray:
+    """train/val/test per item from the config's fractions (whole patients; seeded), or `given`."""
+    fractions = (
+        1 - config.val_fraction - config.test_fraction,
+        config.val_fraction,
+        config.test_fraction,
+    )
+    return assign_splits(patients, fractions, seed=config.seed, given=given)
+
+
+def data_fingerprint(*parts) -> str:
+    """A digest of what an exact resume needs unchanged (item ids, labels, splits ...): strings
+    and sequences are joined by lines, arrays hashed by their bytes."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update("\n".join(map(str, part)).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def provenance(config, path_fields: Iterable[str], encoder, data: dict) -> dict:
+    """How a fine-tuned model was made: settings without paths, the starting weights' sha256."""
+    hidden = {*path_fields, "init"}
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in hidden}
+    weights = getattr(encoder, "weights_sha256", None)
+    init = "random" if config.init == "random" else {"sha256": weights}
+    return {"config": settings, "init": init, "data": data}
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no torchrun): the process that evaluates and writes the run's results."""
+    return int(os.environ.get("RANK", "0")) == 0
