@@ -113,6 +113,10 @@ def test_missing_compressed_and_malformed_files_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="labels must be 0 or 1, found 3"):
         read_pcam(tmp_path, splits=("valid",))
     with h5py.File(tmp_path / "camelyonpatch_level_2_split_valid_y.h5", "w") as fh:
+        fh.create_dataset("y", data=np.array([0, 0.5, 1], np.float32).reshape(3, 1, 1, 1))
+    with pytest.raises(ConfigError, match=r"labels must be 0 or 1, found 0\.5$"):
+        read_pcam(tmp_path, splits=("valid",))
+    with h5py.File(tmp_path / "camelyonpatch_level_2_split_valid_y.h5", "w") as fh:
         fh.create_dataset("y", data=np.zeros((3, 1, 1, 1), np.uint8))
     with pytest.raises(
         ConfigError, match=re.escape("holds 2 patches, camelyonpatch_level_2_split_valid_y.h5 3")

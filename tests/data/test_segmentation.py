@@ -128,6 +128,29 @@ def test_csv_naming_missing_files_or_rows_without_mask_is_refused(tmp_path):
         find_pairs_2d(write_csv(tmp_path / "bad.csv", [{"path": "a.png"}]))
 
 
+def test_csv_read_as_label_csvs_are_bom_gzip_spaces_and_file_line_numbers(tmp_path):
+    import gzip
+
+    write_pairs_2d(tmp_path, names=("a", "b"))
+    text = "\ufeffimage, mask ,patient\n a.png ,a_mask.png, p1\n\nb.png,b_mask.png,p2\n"
+    with gzip.open(tmp_path / "pairs.csv.gz", "wt", newline="") as fh:
+        fh.write(text)
+    table = find_pairs_2d(tmp_path / "pairs.csv.gz")
+    assert table.ids == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert [c.mask.name for c in table.cases] == ["a_mask.png", "b_mask.png"]
+    assert list(table.patients) == ["p1", "p2"]
+    # after a blank line, the offender is named by its line in the file
+    (tmp_path / "bad.csv").write_text("image,mask\na.png,a_mask.png\n\ngone.png,a_mask.png\n")
+    with pytest.raises(ConfigError, match=r"line 4: .*gone\.png"):
+        find_pairs_2d(tmp_path / "bad.csv")
+    # a JPEG mask is refused from a CSV as from a folder
+    save(tmp_path / "c.png", disc_pair()[0])
+    save(tmp_path / "c_mask.jpg", disc_pair()[1] * 255)
+    (tmp_path / "lossy.csv").write_text("image,mask\nc.png,c_mask.jpg\n")
+    with pytest.raises(ConfigError, match=r"lossy format.*line 2: .*c_mask\.jpg"):
+        find_pairs_2d(tmp_path / "lossy.csv")
+
+
 def test_instance_label_images_reduce_to_foreground_or_become_classes(tmp_path):
     image, _ = disc_pair((20, 20))
     instances = np.zeros((20, 20), np.uint16)

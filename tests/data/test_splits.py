@@ -63,6 +63,11 @@ def test_exact_counts_by_largest_remainder():
         (4, (0.9, 0.05, 0.05), [2, 1, 1]),
         (2, (0.9, 0.1, 0.0), [1, 1, 0]),
         (5, (1.0, 0.0, 0.0), [5, 0, 0]),
+        # a small train share rounds to no patient: train still gets one
+        (1, (0.2, 0.4, 0.4), [1, 0, 0]),
+        (2, (0.1, 0.45, 0.45), [1, 1, 0]),
+        (1, (0.01, 0.99, 0.0), [1, 0, 0]),
+        (3, (0.05, 0.05, 0.9), [1, 1, 1]),
     ],
 )
 def test_small_data_gets_a_patient_in_each_split_asked_for(n, fractions, expected):
@@ -70,6 +75,25 @@ def test_small_data_gets_a_patient_in_each_split_asked_for(n, fractions, expecte
     splits = assign_splits(patients, fractions=fractions, seed=0)
     counts = [len(set(patients[splits == s].tolist())) for s in ("train", "val", "test")]
     assert counts == expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_split_counts_keep_their_promises_on_random_fractions(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        n = int(rng.integers(1, 9))
+        fractions = rng.dirichlet([1.0, 1.0, 1.0])
+        if rng.random() < 0.3:
+            fractions[int(rng.integers(1, 3))] = 0.0
+            fractions /= fractions.sum()
+        patients = np.array([f"p{i}" for i in range(n)])
+        splits = assign_splits(patients, fractions=tuple(fractions), seed=seed)
+        counts = [int(np.sum(splits == s)) for s in ("train", "val", "test")]
+        asked = [s for s in range(3) if fractions[s] > 0]
+        assert counts[0] >= 1, (n, fractions, counts)
+        assert all(counts[s] == 0 for s in range(3) if s not in asked)
+        if n >= len(asked):
+            assert all(counts[s] >= 1 for s in asked), (n, fractions, counts)
 
 
 def test_given_splits_are_normalised_and_checked():

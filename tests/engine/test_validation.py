@@ -242,3 +242,9 @@ def test_tracker_for_scores_keeps_the_highest():
         False,
     ]
     assert (tracker.best, tracker.best_step, tracker.since_best) == (0.7, 1, 1)
+
+
+def test_a_scored_method_refuses_validation_data_without_labels(tmp_path):
+    config = loop_config(max_steps=2, validate_every=2, batch_size=8)
+    with pytest.raises(ConfigError, match="without labels cannot be scored"):
+        train(Classifier(), LabelledPoints(), config, tmp_path, val_dataset=Points(8))

@@ -110,6 +110,22 @@ def test_shape_errors():
         classification_metrics(np.array([0, 3]), np.zeros((2, 3)), "multiclass", ("a", "b", "c"))
 
 
+def test_non_finite_scores_and_odd_targets_are_refused_by_name():
+    scores = np.full((4, 2), 0.5)
+    scores[2, 1] = np.nan
+    targets = np.array([0, 1, 0, 1])
+    # without the check, scikit-learn raises its own error and the resampled AUC ranks NaN anywhere
+    for compute in (classification_metrics, ResampledFigures):
+        with pytest.raises(ValueError, match=r"scores of 1 of 4 items are NaN.*\[2\]"):
+            compute(targets, scores, "multiclass", ("a", "b"))
+    with pytest.raises(ValueError, match="whole numbers"):
+        classification_metrics(np.array([0, np.nan]), np.zeros((2, 2)), "multiclass", ("a", "b"))
+    with pytest.raises(ValueError, match="1, 0 or NaN"):
+        classification_metrics(
+            np.array([[1.0], [0.5], [np.nan]]), np.zeros((3, 1)), "multilabel", ("a",)
+        )
+
+
 @pytest.mark.parametrize("kind", ["multiclass", "multilabel"])
 def test_resampled_figures_equal_scikit_learn_on_the_resample(kind):
     rng = np.random.default_rng(2)

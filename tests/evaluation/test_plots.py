@@ -42,6 +42,16 @@ def test_roc_curves_png(tmp_path, kind):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["roc.png"]  # no temporary left
 
 
+def test_roc_curves_with_a_class_unknown_for_every_item(tmp_path):
+    # multilabel "ignore" policies can leave a class without a known label in a small test split
+    rng = np.random.default_rng(2)
+    targets = rng.integers(0, 2, (30, 2)).astype(np.float32)
+    targets[:, 1] = np.nan
+    path = save_roc_curves(tmp_path / "roc.png", targets, rng.random((30, 2)), "multilabel", "ab")
+    _, colours = _colours(path)
+    assert colours > 10
+
+
 def test_mask_overlays_2d_and_3d(tmp_path):
     rng = np.random.default_rng(1)
     image2d = rng.random((32, 32))

@@ -8,7 +8,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from medfound.evaluation.classification import classification_metrics
-from medfound.evaluation.probe import DEFAULT_CS, _cv_splits, fit_knn, fit_logistic
+from medfound.evaluation.probe import DEFAULT_CS, _cv_splits, _l2_options, fit_knn, fit_logistic
 
 
 def _blobs(n, k=3, d=16, seed=0, spread=0.6):
@@ -146,3 +146,17 @@ def test_bad_inputs():
         fit_knn(np.array([[np.nan, 1.0], [0.0, 1.0]]), np.array([0, 1]), "multiclass")
     with pytest.raises(ValueError, match="targets"):
         fit_logistic(np.zeros((3, 2)), np.zeros(4), "multiclass")
+
+
+def test_l2_keywords_only_for_scikit_learn_releases_that_take_them():
+    from sklearn.linear_model import LogisticRegressionCV
+
+    class Before18:  # LogisticRegressionCV's keywords before scikit-learn 1.8 (pyproject: >= 1.3)
+        def __init__(self, *, Cs=10, cv=None, penalty="l2", l1_ratios=None, random_state=None):
+            pass
+
+    assert _l2_options(Before18) == {}
+    options = _l2_options(LogisticRegressionCV)
+    LogisticRegressionCV(**options)  # accepted by the installed release
+    if options:
+        assert options == {"l1_ratios": (0.0,), "use_legacy_attributes": False}

@@ -57,6 +57,84 @@ def test_frozen_blocks_are_unchanged_by_training_and_the_rest_moves(block):
     assert not torch.equal(before["head.weight"], after["head.weight"])
 
 
+def test_frozen_norms_keep_their_statistics_after_the_ddp_batchnorm_conversion():
+    # Under DDP the loop swaps every BatchNorm for a global one after the classifier is built; the
+    # swapped-in layers of frozen blocks must stay in eval mode too (no process group needed here:
+    # without one a global BatchNorm is a plain one).
+    from medfound.engine.global_batchnorm import GlobalBatchNorm, make_global
+
+    classifier = Classifier(_encoder(), 3, freeze=2)
+    make_global(classifier, torch.device("cpu"))
+    blocks = parameter_blocks(classifier.encoder)
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    _train_steps(classifier, steps=2)
+    after = classifier.state_dict()
+    converted = [
+        name
+        for name, m in classifier.encoder.network.named_modules()
+        if isinstance(m, GlobalBatchNorm)
+    ]
+    assert converted
+    for name in converted:
+        key = f"encoder.network.{name}.running_mean"
+        frozen = blocks[f"{name}.weight"] <= 2
+        assert torch.equal(before[key], after[key]) == frozen, name
+
+
+def _blocks_by_execution(model) -> dict[str, int]:
+    """Block of each parameterised module that runs, from the order modules run in (not the order
+    they are registered in): before stage 1 starts 0, inside stage k k, between stages k and
+    k + 1 (or its ending module) k + 1, after the last 4."""
+    network = model.network
+    stages = list(model.stage_names[-4:])
+    events: list[tuple[str, str]] = []
+    hooks = []
+    for name, module in network.named_modules():
+        if name in stages:
+            hooks.append(
+                module.register_forward_pre_hook(lambda m, a, n=name: events.append(("start", n)))
+            )
+            hooks.append(
+                module.register_forward_hook(lambda m, a, o, n=name: events.append(("end", n)))
+            )
+        if any(True for _ in module.parameters(recurse=False)):
+            hooks.append(
+                module.register_forward_hook(lambda m, a, o, n=name: events.append(("ran", n)))
+            )
+    with torch.no_grad():
+        model.eval()(torch.rand(1, 3, 64, 64))
+    for hook in hooks:
+        hook.remove()
+    starts = {n: i for i, (kind, n) in enumerate(events) if kind == "start"}
+    ends = {n: i for i, (kind, n) in enumerate(events) if kind == "end"}
+    blocks = {}
+    for t, (kind, name) in enumerate(events):
+        if kind != "ran" or name in starts:
+            continue
+        inside = [k + 1 for k, s in enumerate(stages) if starts[s] < t < ends[s]]
+        later = [k + 1 for k, s in enumerate(stages) if starts[s] > t]
+        if t < starts[stages[0]]:
+            blocks[name] = 0
+        else:
+            blocks[name] = inside[0] if inside else later[0] if later else 4
+    return blocks
+
+
+@pytest.mark.parametrize("name", ["timm:resnet10t", "timm:mobilenetv3_small_100"])
+def test_layers_between_named_stages_belong_to_the_stage_they_lead_into(name):
+    # MobileNetV3's feature_info names blocks 0, 1, 3 and 5: blocks 2 and 4 lead into 3 and 5.
+    model = _encoder(name)
+    by_execution = _blocks_by_execution(model)
+    blocks = parameter_blocks(model)
+    assert set(by_execution.values()) == {0, 1, 2, 3, 4}
+    modules = dict(model.network.named_modules())
+    for module, block in by_execution.items():
+        own = [
+            f"{module}.{n}".lstrip(".") for n, _ in modules[module].named_parameters(recurse=False)
+        ]
+        assert {blocks[n] for n in own} == {block}, module
+
+
 def test_the_head_is_zero_at_step_0_so_every_class_starts_equally_likely():
     classifier = Classifier(_encoder(), 3)
     assert classifier.head.weight.abs().sum() == 0 and classifier.head.bias.abs().sum() == 0
@@ -94,6 +172,12 @@ def test_masked_multilabel_loss_ignores_unknown_labels():
     assert classification_loss(logits2, targets, "multilabel") == pytest.approx(float(loss))
 
 
+def test_unlabelled_batches_are_refused_by_name():
+    method = ClassificationMethod(Classifier(_encoder(), 2), "multiclass", ("a", "b"))
+    with pytest.raises(ConfigError, match="needs a label"):
+        method.prepare(torch.rand(2, 3, 32, 32), 0)
+
+
 def test_class_weights_weight_the_cross_entropy():
     logits, targets = torch.randn(6, 2), torch.tensor([0, 0, 0, 0, 1, 1])
     weights = torch.tensor([1.0, 2.0])
@@ -112,6 +196,14 @@ def test_flip_and_crop_at_full_scale_only_flips():
         )
     flipped = sum(not torch.allclose(r, i, atol=1e-5) for r, i in zip(out, images, strict=True))
     assert 0 < flipped < 8
+
+
+@pytest.mark.parametrize("shape", [(16, 1, 12, 10), (6, 2, 8, 6, 10)])
+def test_flip_and_crop_of_a_uniform_image_is_that_image(shape):
+    # Any crop inside a uniform image is uniform: nothing from outside it may blend in at the edges.
+    images = torch.full(shape, 0.7)
+    out = flip_and_crop(images, torch.Generator().manual_seed(5), min_scale=0.5)
+    torch.testing.assert_close(out, images, atol=1e-6, rtol=0)
 
 
 def test_flip_and_crop_crops_inside_the_image_in_3d():
@@ -149,3 +241,19 @@ def test_a_file_without_a_head_is_not_a_classifier(tmp_path):
     )
     with pytest.raises(WeightsError, match="not a medfound classifier"):
         load_classifier(path)
+    (tmp_path / "notes.safetensors").write_text("not a weight file")
+    with pytest.raises(WeightsError, match=r"notes\.safetensors: unreadable weight file"):
+        load_classifier(tmp_path / "notes.safetensors")
+
+
+def test_parameters_the_embedding_never_uses_are_frozen_so_ddp_accepts_the_model():
+    # timm's MobileNetV3 keeps conv_head for its own classifier: the pooled features skip it.
+    classifier = Classifier(_encoder("timm:mobilenetv3_small_050"), 2)
+    trainable = {n for n, p in classifier.encoder.network.named_parameters() if p.requires_grad}
+    assert not any(n.startswith("conv_head") for n in trainable)
+    classifier.train()
+    classifier.head.weight.data.normal_()  # a head that passes gradients back
+    loss = classifier(torch.rand(2, 3, 64, 64)).pow(2).sum()
+    loss.backward()
+    missing = [n for n, p in classifier.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing

@@ -176,13 +176,17 @@ def test_export_and_load_give_the_same_network(tmp_path, name, roi, shape):
         for parameter in segmenter.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))
     classes = ("background", "liver", "tumour")
-    method = _method(segmenter, roi, classes, provenance={"seed": 3}, preset="ct")
+    method = _method(segmenter, roi, classes, provenance={"seed": 3}, preset="ct", overlap=0.5)
     [path] = method.export(segmenter, tmp_path)
     assert path == tmp_path / WEIGHTS_FILE
     loaded, info = load_segmenter(path)
     assert info["classes"] == list(classes) and info["roi_size"] == roi
     assert info["preset"] == "ct" and info["provenance"] == {"seed": 3}
+    assert info["overlap"] == 0.5  # what prediction should slide its windows with
     assert info["card"].name == name and not loaded.training
+    # The card says the file is a fine-tuned segmenter, not the starting weights' release.
+    assert info["card"].weights_source.startswith("medfound finetune segment")
+    assert "liver" in info["card"].description
     image = torch.rand(shape or (1, 2, 12, 9, 10))
     expected = method.predict(segmenter, image)
     torch.testing.assert_close(method.predict(loaded, image), expected)

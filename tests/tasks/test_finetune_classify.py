@@ -149,3 +149,40 @@ def test_predict_on_new_files_gives_the_evaluations_probabilities(run, labels, t
         for name in ("bright", "dark"):
             assert float(row[name]) == pytest.approx(float(expected[name]), abs=1e-5)
         assert row["predicted"] == max(("bright", "dark"), key=lambda c: float(row[c]))
+
+
+def test_two_ranks_fine_tune_like_one_process_and_one_rank_evaluates(labels, tmp_path):
+    from tests.distributed import torchrun
+
+    settings = {**FAST, "data": str(labels), "epochs": 2, "bootstrap": 20}
+    one = finetune_classify(tmp_path / "one", overrides=settings)
+    flags = []
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{flag[2:]}")
+        elif value is not None:
+            flags += [flag, str(value)]
+    done = torchrun(
+        "-m", "medfound.cli.main", "finetune", "classify", "--out", str(tmp_path / "two"), *flags
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["split_counts"] == one.counts
+    rows = {run: _rows(tmp_path / run / "validation.jsonl") for run in ("one", "two")}
+    assert [r["step"] for r in rows["one"]] == [r["step"] for r in rows["two"]]
+    for a, b in zip(rows["one"], rows["two"], strict=True):  # global BatchNorm: the same run
+        assert a["val_macro_auc"] == pytest.approx(b["val_macro_auc"], abs=0.02)
+
+
+def test_a_validation_split_without_both_labels_is_refused_before_training(tmp_path):
+    labels = write_labelled_images(tmp_path / "images", patients=6)
+    rows = labels.read_text().splitlines()
+    given = [rows[0] + ",split"] + [
+        f"{row},{'val' if row.split(',')[1] == 'dark' and i < 4 else 'train'}"
+        for i, row in enumerate(rows[1:])
+    ]
+    labels.write_text("\n".join(given) + "\n")
+    with pytest.raises(ConfigError, match="validation AUC is undefined"):
+        finetune_classify(tmp_path / "r", overrides={**FAST, "data": str(labels)})
+    assert not (tmp_path / "r").exists()

@@ -86,18 +86,19 @@ def test_multiclass_probe_end_to_end(tmp_path, multiclass_data, caplog):
     assert metrics["kind"] == "multiclass" and metrics["classes"] == list(CLASSES)
     assert metrics["headline"] == "macro_auc"
 
-    # unmatched: 121 has a NaN embedding, 120 and 122 have none; 123-125 have no label
+    # unmatched: 121 has a NaN embedding (counted as invalid only), 120 and 122 have none;
+    # 123-125 have no label
     unmatched = metrics["unmatched"]
-    assert unmatched["labels_without_embedding"]["count"] == 3
+    assert unmatched["labels_without_embedding"]["count"] == 2
     assert set(unmatched["labels_without_embedding"]["first"]) == {
-        str(paths[i]) for i in (120, 121, 122)
+        str(paths[i]) for i in (120, 122)
     }
     assert unmatched["embeddings_without_label"]["first"] == [
         str(paths[i]) for i in (123, 124, 125)
     ]
     assert unmatched["invalid_embeddings"]["first"] == [str(paths[121])]
     warned = " ".join(r.getMessage() for r in caplog.records)
-    assert "3 label row(s)" in warned and "3 embedding(s)" in warned and "NaN" in warned
+    assert "2 label row(s)" in warned and "3 embedding(s)" in warned and "NaN" in warned
 
     counts = metrics["counts"]
     assert counts["used"] == 120 and counts["label_rows"] == 123 and counts["patients"] == 60

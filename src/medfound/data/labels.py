@@ -195,6 +195,19 @@ class LabelTable:
 # --- CSV helpers shared by the dataset readers -------------------------------------------------
 
 
+def read_csv_header(csv_path: str | Path) -> list[str]:
+    """The column names of a CSV (gzip-compressed when it ends in .gz), reading its first line only."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise ConfigError(f"{csv_path}: no such file")
+    opener = gzip.open if csv_path.suffix.lower() == ".gz" else open
+    try:
+        with opener(csv_path, "rt", newline="", encoding="utf-8-sig") as fh:
+            return [name.strip() for name in next(csv.reader(fh), [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{csv_path}: not a readable CSV file ({exc})") from exc
+
+
 def read_csv_rows(csv_path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """The header and the (line number, row) pairs of a CSV (gzip-compressed when it ends in .gz).
 
@@ -330,7 +343,7 @@ def read_label_csv(
         raise bad_rows_error(csv_path, f"with no {path_column!r}", blank_paths)
     paths = [_resolve(csv_path.parent, row[path_column]) for _, row in rows]
     _refuse_duplicates(csv_path, rows, paths)
-    images = FileImages(paths)
+    images = FileImages(paths, resolved=True)  # _resolve did it: one realpath per row, not two
     if patient_column is not None and patient_column in header:
         blank = [(line, "") for line, row in rows if not row[patient_column]]
         if blank:

@@ -146,10 +146,8 @@ def _read_labels(h5py, path: Path) -> np.ndarray:
     except (OSError, KeyError) as exc:
         raise ConfigError(f"{path}: not a PCam label file (HDF5 with dataset 'y'): {exc}") from exc
     if not np.isin(labels, (0, 1)).all():
-        odd = sorted({int(v) for v in np.unique(labels)} - {0, 1})
-        raise ConfigError(
-            f"{path}: labels must be 0 or 1, found {first_items([str(v) for v in odd])}"
-        )
+        odd = [f"{v:g}" for v in np.unique(labels) if v not in (0, 1)]  # 0.5 is not "0"
+        raise ConfigError(f"{path}: labels must be 0 or 1, found {first_items(odd)}")
     return labels.astype(np.int64)
 
 

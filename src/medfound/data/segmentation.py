@@ -15,7 +15,6 @@ indices. A mask whose only non-zero value is 255 (a binary mask saved for viewin
 Volumes and their labels are read in the same orientation (the closest RAS+, as io/readers.py gives).
 """
 
-import csv
 import json
 import logging
 import re
@@ -27,6 +26,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medfound.data.labels import read_csv_rows
 from medfound.errors import ConfigError, ImageReadError, MedfoundError, first_items
 from medfound.io.geometry import voxel_spacing
 from medfound.io.image import MedicalImage
@@ -123,7 +123,7 @@ def find_pairs_2d(
     path = Path(source).resolve()
     if path.is_dir():
         cases = _folder_pairs(path, mask_suffix, allow_unlabelled)
-    elif path.suffix.lower() == ".csv" and path.is_file():
+    elif _is_csv(path):
         cases = _csv_cases(path, allow_unlabelled)
     else:
         raise ConfigError(
@@ -161,7 +161,7 @@ def find_volumes_3d(
         raise ConfigError(f"part: {part!r} is not 'training' or 'test'")
     path = Path(source).resolve()
     declared, modalities = None, None
-    if path.suffix.lower() == ".csv" and path.is_file():
+    if _is_csv(path):
         cases = _csv_cases(path, allow_unlabelled)
     elif path.is_dir() and (path / "dataset.json").is_file():
         cases, declared, modalities = _msd_cases(path, part, allow_unlabelled)
@@ -235,39 +235,46 @@ def _folder_pairs(folder: Path, mask_suffix: str, allow_unlabelled: bool) -> lis
 
 
 def _csv_cases(csv_path: Path, allow_unlabelled: bool) -> list[SegmentationCase]:
-    """Cases from a CSV: `image`, then `mask` or `label`, optional `patient`."""
-    with open(csv_path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        label = next((name for name in ("mask", "label") if name in fields), None)
-        if "image" not in fields or (label is None and not allow_unlabelled):
-            raise ConfigError(
-                f"{csv_path}: needs 'image' and 'mask' (or 'label') columns, has {fields}"
-            )
-        rows = list(reader)
-    cases, missing, unlabelled, seen, repeated = [], [], [], set(), []
-    for line, row in enumerate(rows, start=2):
-        if not (row.get("image") or "").strip():
+    """Cases from a CSV: `image`, then `mask` or `label`, optional `patient` (read as label CSVs
+    are: gzip, a byte-order mark, spaces around cells, line numbers as in the file)."""
+    fields, rows = read_csv_rows(csv_path)
+    label = next((name for name in ("mask", "label") if name in fields), None)
+    if "image" not in fields or (label is None and not allow_unlabelled):
+        raise ConfigError(
+            f"{csv_path}: needs 'image' and 'mask' (or 'label') columns, has {fields}"
+        )
+    cases, missing, unlabelled, lossy, seen, repeated = [], [], [], [], set(), []
+    for line, row in rows:
+        if not row["image"]:
             missing.append(f"line {line}: no image")
             continue
         image = _resolved(csv_path.parent, row["image"])
-        mask_text = (row.get(label) or "").strip() if label else ""
-        mask = _resolved(csv_path.parent, mask_text) if mask_text else None
+        mask = _resolved(csv_path.parent, row[label]) if label and row[label] else None
         for path in (image, mask):
             if path is not None and not path.is_file():
                 missing.append(f"line {line}: {path}")
         if mask is None and not allow_unlabelled:
             unlabelled.append(f"line {line}: {image}")
+        if (
+            mask is not None
+            and _suffix(mask) in RASTER_SUFFIXES
+            and _suffix(mask) not in MASK_SUFFIXES
+        ):
+            lossy.append(f"line {line}: {mask}")
         if image in seen:
             repeated.append(f"line {line}: {image}")
         seen.add(image)
-        patient = (row.get("patient") or "").strip() or str(image)
+        patient = row.get("patient") or str(image)
         cases.append(SegmentationCase(str(image), (image,), mask, patient))
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing files: {first_items(missing)}")
     if unlabelled:
         problems.append(f"{len(unlabelled)} rows without a {label}: {first_items(unlabelled)}")
+    if lossy:
+        problems.append(
+            f"{len(lossy)} masks in a lossy format (save them as PNG or TIFF): {first_items(lossy)}"
+        )
     if repeated:
         problems.append(f"{len(repeated)} images listed twice: {first_items(repeated)}")
     if problems:
@@ -442,6 +449,11 @@ def _files(folder: Path, suffixes: Sequence[str], recursive: bool = True) -> lis
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         and _suffix(p) in suffixes
     )
+
+
+def _is_csv(path: Path) -> bool:
+    """A CSV file (or a gzip-compressed one)."""
+    return path.is_file() and path.name.lower().endswith((".csv", ".csv.gz"))
 
 
 def _suffix(path: Path) -> str:

@@ -69,20 +69,25 @@ def _checked_fractions(fractions: Sequence[float]) -> tuple[float, float, float]
 
 
 def _split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
-    """Patients per split: largest-remainder rounding of n * fractions, then a patient for each
-    split asked for (fraction > 0) that got none, taken from the largest split, when n allows."""
+    """Patients per split: largest-remainder rounding of n * fractions; then train gets a patient
+    if it has none (rounding can give small train shares none), and, when n allows, so does every
+    other split asked for (fraction > 0). A patient is taken from the split with the most to spare
+    (the later split on ties), never leaving a split already served empty."""
     wanted = [f * n for f in fractions]
     counts = [math.floor(w) for w in wanted]
     by_remainder = sorted(range(3), key=lambda s: (counts[s] - wanted[s], s))
     for s in by_remainder[: n - sum(counts)]:
         counts[s] += 1
-    asked = [s for s in range(3) if fractions[s] > 0]
-    if n >= len(asked):
-        for s in asked:
-            if counts[s] == 0:
-                donor = max(range(3), key=lambda d: counts[d])
-                counts[donor] -= 1
-                counts[s] += 1
+    asked = [s for s in range(3) if fractions[s] > 0]  # train always (its fraction is > 0)
+    served: list[int] = []
+    for s in asked if n >= len(asked) else asked[: min(n, 1)]:
+        if counts[s] == 0:
+            donor = max(
+                (d for d in range(3) if d != s), key=lambda d: (counts[d] - (d in served), d)
+            )
+            counts[donor] -= 1
+            counts[s] += 1
+        served.append(s)
     return counts
 
 

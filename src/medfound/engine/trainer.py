@@ -1,12 +1,15 @@
-"""The one training loop every pretraining method uses.
+"""The one training loop every method uses: pretraining (SimCLR, Genesis) and supervised fine-tuning
+(classification, segmentation).
 
-A method (methods/) supplies the trainable module, a `prepare` step that turns a batch of images into
-its inputs (SimCLR's two views, Genesis's corrupted volumes; run without gradients, in float32) and a
-`loss` (methods/base.py's `Method`). The loop owns everything else: devices and DDP under torchrun
-(gloo on CPU, NCCL on GPU, BatchNorm statistics made global), bf16 autocast, the optimiser and
-its schedule (warmup-cosine, step or plateau), gradient clipping, metrics, a progress bar on rank 0,
-atomic checkpoints and exact resumption, and optionally validation on held-out data every N steps
-(engine/validation.py) with the best weights kept and early stopping.
+A method (methods/) supplies the trainable module, a `prepare` step that turns a batch of images (and
+their targets, for labelled data) into its inputs (SimCLR's two views, Genesis's corrupted volumes,
+augmented images with their labels; run without gradients, in float32) and a `loss`
+(methods/base.py's `Method`; a supervised `ScoredMethod` is validated by its score). The loop owns
+everything else: devices and DDP under torchrun (gloo on CPU, NCCL on GPU, BatchNorm statistics made
+global), bf16 autocast, the optimiser and its schedule (warmup-cosine, step or plateau), gradient
+clipping, metrics, a progress bar on rank 0, atomic checkpoints and exact resumption, and optionally
+validation on held-out data every N steps (engine/validation.py) with the best weights kept and early
+stopping.
 
 Exactness: the data order is a function of (seed, epoch) and the number of batches consumed
 (engine/sampling.py), each step's random augmentation is seeded from (seed, step, rank), and a
@@ -71,13 +74,15 @@ def train(
     data_fingerprint: str = "",
     val_dataset: Dataset | None = None,
 ) -> TrainSummary:
-    """Train `method` on `dataset` (items as data.ImageDataset makes them) into `run_dir`.
+    """Train `method` on `dataset` (items as data.ImageDataset makes them, with a `target` each
+    for labelled data) into `run_dir`.
 
     A new run needs an empty (or absent) `run_dir` and saves `config` there; with `resume`, continue
     from the newest readable checkpoint in `run_dir` (refused if a setting outside RESUMABLE_FIELDS or
     the data differ: `data_fingerprint` identifies them). Under torchrun every rank calls this.
-    With `config.validate_every`, the method's loss on `val_dataset` is computed every that many
-    steps and at the end; the best weights are kept (RUN_DIR/checkpoints/best-step-N.pt) and exported.
+    With `config.validate_every`, the method's loss on `val_dataset` (a ScoredMethod's score) is
+    computed every that many steps and at the end; the best weights are kept
+    (RUN_DIR/checkpoints/best-step-N.pt) and exported.
     A dataset whose items hold several samples (`samples_per_item`, e.g. the cubes of one volume)
     contributes batch_size / samples_per_item items to each batch.
     """
@@ -293,7 +298,8 @@ class _Loop:
                 metrics.write(row)
 
     def _validate(self) -> None:
-        """Held-out loss; the best weights saved; plateau and early-stopping counters updated."""
+        """Held-out loss or score; the best weights saved; plateau and early-stopping counters
+        updated."""
         state = self.state
         value = self.validator(state.module)
         factor = state.validation.lr_factor

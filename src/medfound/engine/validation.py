@@ -170,14 +170,20 @@ class Validator:
 
     def _score(self, module: nn.Module) -> float:
         chunks: list[tuple[int, object, object]] = []
+        unlabelled = 0  # chunks without targets: raised after the gather, on every rank alike
         for chunk, images, targets in self._batches():
             if targets is None:
-                raise ConfigError("validation data without labels cannot be scored")
+                unlabelled += 1
+                continue
             with autocast(self.device, self.config.precision):
                 outputs = self.method.predict(module, images)
             chunks.append((chunk, outputs, targets))
+        parts = [(unlabelled, chunks)]
         if self.ctx.world_size > 1:  # every rank scores the same, whole set (in chunk order)
-            chunks = [part for parts in self.ctx.gather(chunks) for part in parts]
+            parts = self.ctx.gather(parts[0])
+        if any(count for count, _ in parts):
+            raise ConfigError("validation data without labels cannot be scored")
+        chunks = [part for _, rank_chunks in parts for part in rank_chunks]
         if not chunks:
             raise ImageReadError("validation: no readable item in the validation data")
         chunks.sort(key=lambda part: part[0])

@@ -45,12 +45,24 @@ def check_inputs(
     expected = (len(scores),) if kind == "multiclass" else (len(scores), n_classes)
     if targets.shape != expected:
         raise ValueError(f"{kind} targets must be {expected}, got {targets.shape}")
+    # A diverged model's NaN would otherwise end in scikit-learn's error, or in wrong ranks here.
+    bad_rows = np.flatnonzero(~np.isfinite(scores).all(axis=1))
+    if len(bad_rows):
+        raise ValueError(
+            f"scores of {len(bad_rows)} of {len(scores)} items are NaN or infinite "
+            f"(first rows {bad_rows[:5].tolist()})"
+        )
     if kind == "multiclass":
+        values = targets.astype(np.float64)
+        if targets.size and not (np.isfinite(values).all() and (values == np.round(values)).all()):
+            raise ValueError("multiclass targets must be class indices (whole numbers)")
         if targets.size and (targets.min() < 0 or targets.max() >= n_classes):
             raise ValueError(f"multiclass targets must lie in [0, {n_classes})")
         targets = targets.astype(np.int64)
     else:
         targets = targets.astype(np.float64)
+        if not np.isin(targets[~np.isnan(targets)], (0.0, 1.0)).all():
+            raise ValueError("multilabel targets must be 1, 0 or NaN (unknown)")
     return targets, scores
 
 

@@ -35,7 +35,7 @@ def save_roc_curves(
     ax = figure.add_subplot()
     aucs, undefined = [], []
     for k, (known, y) in enumerate(class_columns(targets, kind, len(classes))):
-        if y.min(initial=1) == y.max(initial=0):
+        if not len(y) or y.min() == y.max():  # one label value, or none known
             undefined.append(classes[k])
             continue
         fpr, tpr, _ = roc_curve(y, scores[known, k])

@@ -22,7 +22,7 @@ from medfound.methods.base import MethodOutput
 from medfound.methods.pretrained_file import save_pretrained
 from medfound.methods.supervised_augment import flip_and_crop
 from medfound.models import FoundationModel, load_model
-from medfound.models.blocks import STAGES, freeze_until
+from medfound.models.blocks import STAGES, freeze_until, frozen_norms
 from medfound.models.weights import CARD_KEY
 
 WEIGHTS_FILE = "classifier.safetensors"
@@ -57,14 +57,18 @@ class Classifier(nn.Module):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
         self.freeze = freeze
-        self._frozen_norms = freeze_until(encoder, freeze)
+        freeze_until(encoder, freeze)
+        self.train(encoder.training)  # frozen norms in eval mode from the start
 
     def train(self, mode: bool = True) -> "Classifier":
-        """Training mode, except what is frozen: its normalisation statistics stay as loaded."""
+        """Training mode, except what is frozen: its normalisation statistics stay as loaded.
+
+        The frozen norms are found anew each time: under DDP the loop replaces every BatchNorm
+        module (global statistics) after this classifier was built."""
         super().train(mode)
         if mode and self.freeze == STAGES:
             self.encoder.eval()
-        for module in self._frozen_norms:
+        for module in frozen_norms(self.encoder.network):
             module.eval()
         return self
 
@@ -114,8 +118,10 @@ class ClassificationMethod:
         self.provenance = provenance or {}
         self.reading = reading or {}
 
-    def prepare(self, images: torch.Tensor, seed: int, targets: torch.Tensor):
+    def prepare(self, images: torch.Tensor, seed: int, targets: torch.Tensor | None = None):
         """(augmented images, targets): flips and a small crop, seeded per step."""
+        if targets is None:
+            raise ConfigError("classification training needs a label for every training image")
         if self.augment:
             generator = torch.Generator().manual_seed(seed)
             images = flip_and_crop(images, generator, min_scale=self.min_crop_scale)
@@ -199,19 +205,26 @@ def load_classifier(path: str | Path, device: str = "cpu") -> tuple[Classifier, 
         path = path / WEIGHTS_FILE
     if not path.is_file():
         raise WeightsError(f"{path}: no fine-tuned classifier here (medfound finetune classify)")
-    with safe_open(str(path), framework="pt") as fh:
-        metadata = fh.metadata() or {}
-        head = {
-            k.removeprefix(HEAD_PREFIX): fh.get_tensor(k)
-            for k in fh.keys()  # noqa: SIM118 (safe_open is not a dict)
-            if k.startswith(HEAD_PREFIX)
-        }
-    if TASK_KEY not in metadata or not head:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            head = {
+                k.removeprefix(HEAD_PREFIX): fh.get_tensor(k)
+                for k in fh.keys()  # noqa: SIM118 (safe_open is not a dict)
+                if k.startswith(HEAD_PREFIX)
+            }
+    except Exception as exc:  # safetensors' own error types: not a safetensors file
+        raise WeightsError(f"{path}: unreadable weight file ({type(exc).__name__}: {exc})") from exc
+    if TASK_KEY not in metadata or CARD_KEY not in metadata or not head:
         raise WeightsError(f"{path}: not a medfound classifier (no head or classes in the file)")
-    task = json.loads(metadata[TASK_KEY])
-    card = json.loads(metadata[CARD_KEY])
-    encoder = load_model(card["name"], path)
-    classifier = Classifier(encoder, len(task["classes"]), head=task["head"], zero_init=False)
+    try:
+        task = json.loads(metadata[TASK_KEY])
+        name = json.loads(metadata[CARD_KEY])["name"]
+        classes, head_kind = task["classes"], task["head"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise WeightsError(f"{path}: unreadable classifier metadata ({exc})") from exc
+    encoder = load_model(name, path)
+    classifier = Classifier(encoder, len(classes), head=head_kind, zero_init=False)
     try:
         classifier.head.load_state_dict(head)
     except RuntimeError as exc:

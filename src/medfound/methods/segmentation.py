@@ -8,6 +8,7 @@ weight file) and, under `medfound_segmenter`, what `load_segmenter` needs to reb
 predictor needs to use it (classes, window size, preset).
 """
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,6 +116,7 @@ class SegmentationMethod:
             "num_classes": self.num_classes,
             "classes": list(self.class_names),
             "roi_size": list(self.roi_size),
+            "overlap": self.overlap,
             "preset": self.preset,
             "in_channels": model.in_channels,
             "spatial_dims": model.spatial_dims,
@@ -123,7 +125,15 @@ class SegmentationMethod:
             "provenance": self.provenance,
         }
         path = Path(run_dir) / WEIGHTS_FILE
-        save_safetensors(model, path, model.card.to_json(), extra={INFO_KEY: json.dumps(info)})
+        # The card says what the file now is (no path: weight files are made to be shared); the
+        # starting weights' sha256 is in the provenance.
+        card = dataclasses.replace(
+            model.card,
+            description=f"{model.card.description}; fine-tuned with medfound for segmentation "
+            f"of {list(self.class_names)}",
+            weights_source=f"medfound finetune segment (provenance in {INFO_KEY})",
+        )
+        save_safetensors(model, path, card.to_json(), extra={INFO_KEY: json.dumps(info)})
         return [path]
 
 
@@ -188,9 +198,10 @@ def mean_foreground_dice(
 
 def load_segmenter(path: str | Path) -> tuple[Segmenter, dict]:
     """The segmenter a SegmentationMethod exported, in eval mode, and its info (num_classes,
-    classes, roi_size, preset, in_channels, spatial_dims, decoder, input_divisor, provenance, and
-    `card`: the encoder's ModelCard). A file that is not a segmenter, or whose tensors do not match
-    the network its metadata describes, raises WeightsError naming the keys."""
+    classes, roi_size, overlap (of the sliding windows at validation), preset, in_channels,
+    spatial_dims, decoder, input_divisor, provenance, and `card`: the encoder's ModelCard). A file
+    that is not a segmenter, or whose tensors do not match the network its metadata describes,
+    raises WeightsError naming the keys."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise WeightsError(f"{path}: a segmenter file is a .safetensors file ({WEIGHTS_FILE})")
@@ -219,4 +230,5 @@ def load_segmenter(path: str | Path) -> tuple[Segmenter, dict]:
     load_state(segmenter, state, path)
     info["card"] = card
     info["roi_size"] = tuple(info.get("roi_size", ()))
+    info.setdefault("overlap", 0.25)  # files written before it was recorded: the default
     return segmenter.eval(), info

@@ -40,4 +40,8 @@ def flip_and_crop(
     theta[:, range(spatial), range(spatial)] = diagonal
     theta[:, :, spatial] = shift.flip(1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images.float(), grid, mode=mode, align_corners=False)
+    # A crop reaching the border samples up to half a pixel beyond the outer pixel centres: repeat
+    # the border there (zero padding would darken the edge of every such crop).
+    return F.grid_sample(
+        images.float(), grid, mode=mode, padding_mode="border", align_corners=False
+    )

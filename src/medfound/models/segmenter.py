@@ -57,7 +57,7 @@ class Segmenter(nn.Module):
         self.decoder_name = "unet"
 
     def encoder_modules(self) -> list[nn.Module]:
-        """The modules holding pretrained encoder weights (what freezing freezes)."""
+        """The modules holding the pretrained encoder's weights (the rest is new)."""
         raise NotImplementedError
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -132,8 +132,10 @@ class GenesisSegmenter(Segmenter):
     """A Genesis U-Net (3D UNet3D or 2D UNet2D) whole, with a new `num_classes` head: logits."""
 
     def __init__(self, encoder: FoundationModel, card: ModelCard, num_classes: int, in_ch: int):
+        from medfound.models import unet2d, unet3d
+
         network = encoder.network
-        divisor = 8 if card.spatial_dims == 3 else 32  # UNet3D / UNet2D's DIVISOR
+        divisor = unet3d.DIVISOR if card.spatial_dims == 3 else unet2d.DIVISOR
         super().__init__(card, num_classes, in_ch, input_divisor=divisor)
         self.encoder = encoder
         if card.spatial_dims == 3:

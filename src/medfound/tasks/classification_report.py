@@ -77,7 +77,7 @@ def evaluate_predictions(
         targets, scores, patients, kind, classes, n_resamples=n_resamples, seed=seed
     )
     report |= extra or {}
-    text = json.dumps(report, indent=2, sort_keys=True)
+    text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)
     atomic_write(out_dir / f"{prefix}{METRICS_FILE}", lambda tmp: tmp.write_text(text))
     if len(targets):
         save_roc_curves(out_dir / f"{prefix}{ROC_FILE}", targets, scores, kind, classes)

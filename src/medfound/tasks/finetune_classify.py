@@ -25,7 +25,12 @@ from medfound.engine.loop_config import RESUMABLE_FIELDS
 from medfound.engine.trainer import TrainSummary, train
 from medfound.errors import ConfigError
 from medfound.io.presets import get_preset
-from medfound.methods.classification import ClassificationMethod, Classifier, load_classifier
+from medfound.methods.classification import (
+    ClassificationMethod,
+    Classifier,
+    load_classifier,
+    probabilities,
+)
 from medfound.tasks.classification_report import evaluate_predictions
 from medfound.tasks.classify_config import ClassifyConfig
 from medfound.tasks.inference import run_over
@@ -88,6 +93,7 @@ def finetune_classify(
     train_idx, val_idx, test_idx = (np.flatnonzero(splits == s) for s in ("train", "val", "test"))
     if not len(val_idx):
         raise ConfigError("no validation items: raise val_fraction, or give a val split")
+    _check_auc_defined(table, val_idx)
     counts = {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)}
     log.info("items per split: %s (%s)", counts, table.kind)
 
@@ -146,6 +152,23 @@ def input_shape(card, image_size: int | None) -> dict:
     return shape
 
 
+def _check_auc_defined(table: LabelTable, val_idx: np.ndarray) -> None:
+    """Validation scores the macro AUC: some class must have positive and negative items there
+    (said before training, not at the first validation)."""
+    targets = table.targets[val_idx]
+    if table.kind == "multiclass":
+        defined = len(np.unique(targets)) > 1
+    else:
+        defined = any(
+            len(np.unique(column[~np.isnan(column)])) > 1 for column in np.atleast_2d(targets).T
+        )
+    if not defined:
+        raise ConfigError(
+            f"the {len(val_idx)} validation items have no class with both positive and negative "
+            "items, so the validation AUC is undefined: raise val_fraction or add data"
+        )
+
+
 def _class_weights(table: LabelTable, train_idx: np.ndarray, rule: str) -> torch.Tensor | None:
     """'balanced': inverse class frequency in training (multiclass, as scikit-learn's), or the
     negative/positive ratio per label (multilabel: BCE's positive weight)."""
@@ -174,8 +197,7 @@ def _evaluate(
     kind = task["kind"]
 
     def forward(images: torch.Tensor) -> torch.Tensor:
-        logits = classifier(images)
-        return logits.softmax(1) if kind == "multiclass" else logits.sigmoid()
+        return probabilities(classifier(images), kind)
 
     out = run_over(
         forward, dataset, batch_size=config.batch_size, device=device, workers=config.workers

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medfound.data.labels import read_csv_header
 from medfound.data.seg_patches import SegmentationImageDataset, SegmentationPatchDataset
 from medfound.data.segmentation import (
     SegmentationTable,
@@ -173,10 +174,9 @@ def find_cases(config: SegmentConfig, allow_unlabelled: bool = False) -> Segment
 
 
 def _csv_has(path: Path, column: str) -> bool:
-    if path.suffix.lower() != ".csv" or not path.is_file():
+    if not path.name.lower().endswith((".csv", ".csv.gz")) or not path.is_file():
         return False
-    with open(path, newline="") as fh:
-        return column in (next(csv.reader(fh), None) or [])
+    return column in read_csv_header(path)
 
 
 def _segmenter(config: SegmentConfig, table: SegmentationTable):

@@ -3,7 +3,7 @@ the `data` and `format` fields of a fine-tuning or probe config -> a LabelTable.
 
 from pathlib import Path
 
-from medfound.data.labels import LabelTable, read_class_folders, read_csv_rows, read_label_csv
+from medfound.data.labels import LabelTable, read_class_folders, read_csv_header, read_label_csv
 from medfound.errors import ConfigError
 
 # CheXpert's CSV is told apart from a generic label CSV by these columns.
@@ -20,7 +20,7 @@ def detect_format(data: str | Path) -> str:
         return "folders"
     if not path.is_file():
         raise ConfigError(f"data {path}: no such file or folder")
-    header, _ = read_csv_rows(path)
+    header = read_csv_header(path)
     if set(header) >= _CHEXPERT_COLUMNS:
         return "chexpert"
     if set(header) >= _MIMIC_COLUMNS and "path" not in header:

@@ -62,7 +62,9 @@ def predict_masks(run_dir, inputs, out: Path, *, device: str = "auto"):
             continue
         with torch.inference_mode():
             tensor = torch.from_numpy(image.array).to(device)
-            probabilities = sliding_window_predict(segmenter, tensor, info["roi_size"])
+            probabilities = sliding_window_predict(
+                segmenter, tensor, info["roi_size"], overlap=info["overlap"]
+            )
         labels = probabilities.argmax(0).cpu().numpy().astype(np.uint8)
         if labels.ndim == 2:
             path = out / f"{name}_pred.png"

@@ -119,8 +119,9 @@ def run_probe(
     row_of = {item: i for i, item in enumerate(ids)}
     used = np.asarray([r for r, item in enumerate(label_ids) if item in row_of], dtype=np.int64)
     labelled = set(label_ids)
-    # (an embedding left out for NaN values counts here too, besides `invalid`)
-    no_embedding = [item for item in label_ids if item not in row_of]
+    # Embeddings left out for NaN values are counted in `invalid` only.
+    left_out = set(invalid)
+    no_embedding = [item for item in label_ids if item not in row_of and item not in left_out]
     no_label = [item for item in ids if item not in labelled]
     _warn_unmatched(no_embedding, no_label, invalid, embeddings, labels_csv)
     if not len(used):
