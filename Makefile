@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo lint format bench clean
+.PHONY: test demo lint format bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,14 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-test: lint
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The study report's browser test needs Debian's headless chromium: installed when absent.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { echo "installing chromium for the report's browser test"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+test: lint browser
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev

@@ -34,7 +34,8 @@ def test_help_lists_every_command_with_its_summary():
     panel = result.output.split("Commands")[1]
     listed = dict(re.findall(r"^│ (\S+)\s{2,}(.+?)\s*│$", panel, flags=re.MULTILINE))
     expected = {"embed", "export", "models", "demo", "pretrain", "convert", "restore"}
-    assert set(listed) == expected | {"finetune", "probe", "predict", "example-data"}
+    transfer = {"finetune", "probe", "predict", "example-data", "study", "report"}
+    assert set(listed) == expected | transfer | {"plot-embeddings"}
     assert listed["models"] == "List the model zoo, or show one model's card."
     assert listed["demo"].startswith("Embed the real medical images shipped in pydicom")
 

@@ -9,9 +9,12 @@ from medfound.cli.embed import embed_command
 from medfound.cli.errors import handles_errors
 from medfound.cli.example_data import example_data_command
 from medfound.cli.export import export_command
+from medfound.cli.plot_embeddings import plot_embeddings_command
 from medfound.cli.predict import predict_command
 from medfound.cli.probe import probe_command
+from medfound.cli.report import report_command
 from medfound.cli.restore import restore_command
+from medfound.cli.study import study_command
 
 app = typer.Typer(
     help="medfound: medical-imaging foundation models (embed, pretrain, transfer, convert).",
@@ -29,6 +32,9 @@ app.command("restore")(restore_command)
 app.command("predict")(predict_command)
 app.command("probe")(probe_command)
 app.command("example-data")(example_data_command)
+app.command("study")(study_command)
+app.command("report")(report_command)
+app.command("plot-embeddings")(plot_embeddings_command)
 
 
 @app.command("demo")

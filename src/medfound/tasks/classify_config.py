@@ -75,6 +75,11 @@ class ClassifyConfig(LoopConfig):
     test_fraction: float = setting(
         0.15, "Share of patients for the test (when the data give no splits)"
     )
+    split_seed: int | None = setting(None, "Seed of the patient-level split (none: --seed)")
+    label_fraction: float = setting(
+        1.0, "Share of the training patients whose labels are used (nested per seed)"
+    )
+    label_seed: int | None = setting(None, "Seed of the label subset (none: --seed)")
     bootstrap: int = setting(1000, "Patient-level bootstrap resamples for the confidence intervals")
     # The loop's defaults for fine-tuning.
     batch_size: int = setting(32, "Global batch, summed over ranks")
@@ -114,5 +119,7 @@ class ClassifyConfig(LoopConfig):
             raise ConfigError("val_fraction + test_fraction must leave patients for training")
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
+        if not 0 < self.label_fraction <= 1:
+            raise ConfigError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
         if self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0, got {self.bootstrap}")

@@ -95,6 +95,8 @@ def finetune_classify(
         raise ConfigError("no validation items: raise val_fraction, or give a val split")
     _check_auc_defined(table, val_idx)
     counts = {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)}
+    if config.label_fraction < 1:  # training patients whose labels this run leaves unused
+        counts["unused"] = int(np.sum(splits == "unused"))
     log.info("items per split: %s (%s)", counts, table.kind)
 
     preset = get_preset(config.preset or encoder.card.preset)

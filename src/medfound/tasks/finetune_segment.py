@@ -106,6 +106,8 @@ def finetune_segment(
     if not len(val_idx):
         raise ConfigError("no validation cases: raise val_fraction, or add data")
     counts = {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)}
+    if config.label_fraction < 1:  # training patients whose labels this run leaves unused
+        counts["unused"] = int(np.sum(splits == "unused"))
     log.info("cases per split: %s (%d classes)", counts, len(table.classes))
 
     preset = get_preset(config.preset or card.preset)

@@ -48,6 +48,11 @@ class SegmentConfig(LoopConfig):
     augment: bool = setting(True, "Random flips of image and mask, on the device")
     val_fraction: float = setting(0.15, "Share of patients for validation")
     test_fraction: float = setting(0.15, "Share of patients for the test")
+    split_seed: int | None = setting(None, "Seed of the patient-level split (none: --seed)")
+    label_fraction: float = setting(
+        1.0, "Share of the training patients whose labels are used (nested per seed)"
+    )
+    label_seed: int | None = setting(None, "Seed of the label subset (none: --seed)")
     bootstrap: int = setting(1000, "Patient-level bootstrap resamples for the confidence intervals")
     cache_mb: float = setting(1024.0, "Per-worker cache of decoded images, in MB")
     # The loop's defaults for segmentation fine-tuning.
@@ -95,5 +100,7 @@ class SegmentConfig(LoopConfig):
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError("val_fraction + test_fraction must leave patients for training")
+        if not 0 < self.label_fraction <= 1:
+            raise ConfigError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
         if self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0, got {self.bootstrap}")

@@ -39,13 +39,24 @@ def load_encoder(name: str, init: str, seed: int) -> FoundationModel:
 
 
 def patient_splits(patients: np.ndarray, config, given: np.ndarray | None = None) -> np.ndarray:
-    """train/val/test per item from the config's fractions (whole patients; seeded), or `given`."""
+    """train/val/test per item from the config's fractions (whole patients; seeded by split_seed,
+    else seed), or `given`; with a label_fraction below 1, training items outside the label subset
+    are marked "unused" (they never reach training, validation or test)."""
     fractions = (
         1 - config.val_fraction - config.test_fraction,
         config.val_fraction,
         config.test_fraction,
     )
-    return assign_splits(patients, fractions, seed=config.seed, given=given)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    splits = assign_splits(patients, fractions, seed=split_seed, given=given)
+    if config.label_fraction < 1:
+        from medfound.evaluation.label_fractions import nested_subsets
+
+        label_seed = config.seed if config.label_seed is None else config.label_seed
+        fraction = config.label_fraction
+        keep = nested_subsets(patients, splits == "train", [fraction], label_seed)[fraction]
+        splits = np.where((splits == "train") & ~keep, "unused", splits)
+    return splits
 
 
 def data_fingerprint(*parts) -> str:
