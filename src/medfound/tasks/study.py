@@ -88,6 +88,7 @@ def run_study(config: StudyConfig | str | Path, out: str | Path) -> StudySummary
     summary = StudySummary(out=out, cells=len(cells))
     if rank == 0 and not (out / SUBSETS_FILE).is_file():
         write_subsets(out, config)
+    prepare_embeddings(config, out, rank, world)
     for index, cell in enumerate(cells):
         if index % world != rank:
             continue
@@ -102,7 +103,7 @@ def run_study(config: StudyConfig | str | Path, out: str | Path) -> StudySummary
         summary.computed.append(cell.id)
     if rank != 0:
         return summary
-    _wait_for(out, cells)
+    _wait_until([out / "cells" / c.id / RESULT_FILE for c in cells])  # every rank's cells
     aggregate(out, config)
     from medfound.tasks.study_report import render_report
 
@@ -154,18 +155,6 @@ def _one_process():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _wait_for(out: Path, cells: list[Cell], timeout_s: float = 7 * 24 * 3600) -> None:
-    """Rank 0 waits until every rank's cells have their result (files: no process group needed)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        missing = [c.id for c in cells if not (out / "cells" / c.id / RESULT_FILE).is_file()]
-        if not missing:
-            return
-        if time.monotonic() > deadline:
-            raise ConfigError(f"study: cells never finished: {missing[:3]}")
-        time.sleep(5)
 
 
 # --- one cell ---------------------------------------------------------------------------------
@@ -242,8 +231,7 @@ def _probe_cell(config: StudyConfig, cell: Cell, task: StudyTask, encoder, out: 
     settings = _label_settings(config, cell, task)
     table = load_label_table(settings)
     splits = patient_splits(table.patients, settings, given=table.splits)
-    path = _embeddings(config, task, encoder, table, out)
-    ids, vectors, invalid = read_embeddings(path)
+    ids, vectors, invalid = read_embeddings(_embedding_path(out, task, encoder))
     row_of = {item: i for i, item in enumerate(ids)}
     usable = np.array([item in row_of for item in table.ids])
     if invalid or not usable.all():
@@ -301,24 +289,55 @@ def _label_settings(config: StudyConfig, cell: Cell, task: StudyTask):
     return from_dict(ClassifyConfig, {k: v for k, v in fields.items() if k in names}, task.name)
 
 
-def _embeddings(config: StudyConfig, task: StudyTask, encoder, table, out: Path) -> Path:
-    """The task's images embedded by the encoder, once (`embed` resumes an interrupted file)."""
+def _embedding_path(out: Path, task: StudyTask, encoder) -> Path:
+    return out / "embeddings" / f"{task.name}__{encoder.name}.parquet"
+
+
+def _probe_pairs(config: StudyConfig) -> list[tuple[StudyTask, object]]:
+    """The (task, encoder) pairs whose frozen embeddings the probe cells need."""
+    if not set(config.protocols) & set(PROBE_PROTOCOLS):
+        return []
+    return [(t, e) for t in config.tasks if t.kind == "classify" for e in config.encoders]
+
+
+def prepare_embeddings(config: StudyConfig, out: Path, rank: int = 0, world: int = 1) -> None:
+    """Embed each (task, encoder) of the probes once, before any probe cell: pair i on rank
+    i % world (`embed` resumes an interrupted file); a `.done` marker says a file is complete, and
+    every rank waits for all of them (two cells must never write one file)."""
     from medfound.tasks.embed import EmbedOptions, embed
+    from medfound.tasks.label_sources import load_label_table
     from medfound.tasks.transfer_run import load_encoder
 
-    path = out / "embeddings" / f"{task.name}__{encoder.name}.parquet"
-    model = load_encoder(encoder.model, encoder.init, config.split_seed)
-    options = EmbedOptions(
-        batch_size=config.embed_batch_size,
-        device=config.device,
-        workers=config.workers,
-        image_size=task.options.get("image_size"),
-        preset=task.options.get("preset"),
-        progress=False,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    embed(table.ids, path, model=model, options=options)
-    return path
+    pairs = _probe_pairs(config)
+    for index, (task, encoder) in enumerate(pairs):
+        path = _embedding_path(out, task, encoder)
+        done = path.with_suffix(".done")
+        if index % world != rank or done.is_file():
+            continue
+        table = load_label_table(_label_settings(config, Cell(task.name, "", "", 1.0, 0), task))
+        options = EmbedOptions(
+            batch_size=config.embed_batch_size,
+            device=config.device,
+            workers=config.workers,
+            image_size=task.options.get("image_size"),
+            preset=task.options.get("preset"),
+            progress=False,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log.info("embedding task %s with encoder %s", task.name, encoder.name)
+        with _one_process():
+            model = load_encoder(encoder.model, encoder.init, config.split_seed)
+            embed(table.ids, path, model=model, options=options)
+        atomic_write(done, lambda tmp: tmp.write_text("complete\n"))
+    _wait_until([_embedding_path(out, t, e).with_suffix(".done") for t, e in pairs])
+
+
+def _wait_until(paths: list[Path], timeout_s: float = 7 * 24 * 3600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while missing := [p for p in paths if not p.is_file()]:
+        if time.monotonic() > deadline:
+            raise ConfigError(f"study: never written: {missing[:3]}")
+        time.sleep(2)
 
 
 def _task_items(config: StudyConfig, task: StudyTask):
