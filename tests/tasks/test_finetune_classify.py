@@ -186,3 +186,14 @@ def test_a_validation_split_without_both_labels_is_refused_before_training(tmp_p
     with pytest.raises(ConfigError, match="validation AUC is undefined"):
         finetune_classify(tmp_path / "r", overrides={**FAST, "data": str(labels)})
     assert not (tmp_path / "r").exists()
+
+
+def test_a_label_subset_smaller_than_a_batch_trains_with_a_smaller_batch(labels, tmp_path):
+    import yaml
+
+    settings = {**FAST, "data": str(labels), "epochs": 1, "label_fraction": 0.1}
+    result = finetune_classify(tmp_path / "run", overrides=settings)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert result.counts["train"] < FAST["batch_size"]
+    assert saved["batch_size"] == result.counts["train"]
+    assert result.counts["unused"] > 0

@@ -196,3 +196,36 @@ def test_two_ranks_share_the_cells_and_rank_0_aggregates_the_same_results(config
         tmp_path / "one" / "results.csv"
     ).read_text()
     assert one.cells == 4 and (tmp_path / "two" / "report.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seeds": [0, 0]}, "seeds repeat"),
+        ({"protocols": ["knn", "knn"]}, "protocols repeat"),
+        ({"fractions": [0.1, 0.1000001]}, "fractions repeat"),
+        ({"heatmap_fraction": 0.3}, "heatmap_fraction"),
+        ({"protocols": ["segment"], "tasks": []}, "tasks is empty"),
+    ],
+)
+def test_grids_that_would_mix_or_lose_results_are_refused(config, changes, message):
+    import dataclasses
+
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(config, **changes).validate()
+
+
+def test_a_grid_without_any_cell_is_refused(config):
+    import dataclasses
+
+    only_classify = dataclasses.replace(config, tasks=config.tasks[:1], protocols=["segment"])
+    with pytest.raises(ConfigError, match="no cell to run"):
+        only_classify.validate()
+
+
+def test_settings_that_change_no_result_may_change_when_continuing(config, finished):
+    import dataclasses
+
+    out, _, _ = finished
+    again = run_study(dataclasses.replace(config, embed_batch_size=7), out)
+    assert not again.computed

@@ -20,7 +20,7 @@ from medfound.data.labelled import LabelledImageDataset
 from medfound.data.labels import LabelTable, check_images_exist
 from medfound.data.splits import write_splits
 from medfound.engine.config import resolve_run_config
-from medfound.engine.distributed import resolve_device
+from medfound.engine.distributed import local_rank, resolve_device
 from medfound.engine.loop_config import RESUMABLE_FIELDS
 from medfound.engine.trainer import TrainSummary, train
 from medfound.errors import ConfigError
@@ -37,6 +37,7 @@ from medfound.tasks.inference import run_over
 from medfound.tasks.label_sources import load_label_table
 from medfound.tasks.transfer_run import (
     absolute_fields,
+    batch_for_subset,
     data_fingerprint,
     is_main_process,
     load_encoder,
@@ -103,6 +104,7 @@ def finetune_classify(
     shape = input_shape(encoder.card, config.image_size)
     dataset = LabelledImageDataset(table, train_idx, preset, **shape)
     val_dataset = LabelledImageDataset(table, val_idx, preset, **shape)
+    config = batch_for_subset(config, len(train_idx))
     steps_per_epoch = max(len(train_idx) // config.batch_size, 1)
     if config.validate_every is None:  # once per epoch; saved so that a resume validates alike
         config = dataclasses.replace(config, validate_every=steps_per_epoch)
@@ -192,7 +194,7 @@ def _evaluate(
     run_dir: Path, table: LabelTable, indices: np.ndarray, preset, config, counts
 ) -> dict:
     """The exported (best) classifier on `indices`: metrics with CIs, ROC curves, predictions."""
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, local_rank())
     classifier, task = load_classifier(run_dir, device=str(device))
     shape = input_shape(classifier.encoder.card, config.image_size)
     dataset = LabelledImageDataset(table, indices, preset, **shape)

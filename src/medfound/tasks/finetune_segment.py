@@ -29,7 +29,7 @@ from medfound.data.segmentation import (
 )
 from medfound.data.splits import write_splits
 from medfound.engine.config import resolve_run_config
-from medfound.engine.distributed import resolve_device
+from medfound.engine.distributed import local_rank, resolve_device
 from medfound.engine.loop_config import RESUMABLE_FIELDS
 from medfound.engine.trainer import TrainSummary, train
 from medfound.errors import ConfigError
@@ -45,6 +45,7 @@ from medfound.sizes import parse_sizes
 from medfound.tasks.segment_config import SegmentConfig
 from medfound.tasks.transfer_run import (
     absolute_fields,
+    batch_for_subset,
     data_fingerprint,
     is_main_process,
     load_encoder,
@@ -122,6 +123,7 @@ def finetune_segment(
         cache_mb=config.cache_mb,
     )
     val_dataset = SegmentationImageDataset(table, val_idx, preset)
+    config = batch_for_subset(config, len(train_idx), config.patches_per_image)
     items = config.batch_size // config.patches_per_image
     if config.validate_every is None:  # once per epoch; saved so that a resume validates alike
         config = dataclasses.replace(config, validate_every=max(len(train_idx) // items, 1))
@@ -222,7 +224,7 @@ def evaluate_segmenter(
 ) -> dict:
     """The exported (best) segmenter on the cases at `indices`: per-case Dice/IoU/HD95 (cases.csv),
     their means per class with patient-level bootstrap intervals (metrics.json), overlays.png."""
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, local_rank())
     segmenter, info = load_segmenter(run_dir / SEGMENTER_FILE)
     segmenter.to(device)
     preset = get_preset(info["preset"])

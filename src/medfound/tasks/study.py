@@ -38,6 +38,8 @@ SUMMARY_FILE = "summary.csv"
 COMPARISONS_FILE = "comparisons.csv"
 SAVING_FILE = "label_saving.csv"
 SUBSETS_FILE = "subsets.csv"
+# Settings a continued study may change: none of them changes a result.
+_MAY_CHANGE = frozenset({"device", "workers", "embed_batch_size", "heatmap_fraction"})
 RESULT_COLUMNS = [
     "task", "encoder", "protocol", "fraction", "seed", "metric", "value", "ci_low", "ci_high",
     "n_train", "n_test",
@@ -116,6 +118,8 @@ def _claim(out: Path, config: StudyConfig, main: bool) -> None:
     """A new study needs an empty folder; an existing one continues only with the same config."""
     saved = out / STUDY_FILE
     text = yaml.safe_dump(_plain(config), sort_keys=False)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
     if not main:  # rank 0 claims the folder; the others wait for its study.yaml
         deadline = time.monotonic() + 600
         while not saved.is_file():
@@ -123,10 +127,16 @@ def _claim(out: Path, config: StudyConfig, main: bool) -> None:
                 raise ConfigError(f"{out}: rank 0 never wrote {saved.name}")
             time.sleep(0.5)
     if saved.is_file():
-        if saved.read_text() != text:
+        before, now = yaml.safe_load(saved.read_text()) or {}, yaml.safe_load(text)
+        changed = sorted(
+            k
+            for k in set(before) | set(now)
+            if k not in _MAY_CHANGE and before.get(k) != now.get(k)
+        )
+        if changed:
             raise ConfigError(
-                f"{out} holds another study ({saved.name} differs); choose another --out, or "
-                "run the config saved there"
+                f"{out} holds another study ({saved.name} differs in {', '.join(changed)}); "
+                f"choose another --out, or change only {sorted(_MAY_CHANGE)}"
             )
         return
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
@@ -145,8 +155,9 @@ def _plain(config: StudyConfig) -> dict:
 @contextmanager
 def _one_process():
     """Run a cell as a single process even under torchrun (cells, not batches, are spread)."""
-    saved = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")}
-    os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"})
+    # LOCAL_RANK stays: each rank keeps its own GPU; LOCAL_WORLD_SIZE stays: workers per rank.
+    saved = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE")}
+    os.environ.update({"RANK": "0", "WORLD_SIZE": "1"})
     try:
         yield
     finally:
@@ -211,6 +222,8 @@ def _finetune_cell(config: StudyConfig, cell: Cell, task: StudyTask, encoder, ou
 
         result = finetune_classify(run_dir, overrides=None if resume else fields, resume=resume)
         metrics, kind = result.metrics, result.metrics["kind"]
+    if not result.counts["test"]:
+        raise ConfigError(f"task {task.name}: no test items (raise test_fraction)")
     figures = {name: metrics[name] for name in METRICS[kind] if isinstance(metrics.get(name), dict)}
     return {
         "cell": cell.id,
@@ -416,8 +429,9 @@ def aggregate(out: Path, config: StudyConfig) -> None:
         groups.setdefault(key, []).append(row)
     summary = []
     for (task, encoder, protocol, fraction, metric), members in groups.items():
-        values = [r["value"] for r in members if r["value"] is not None]
-        single = (members[0]["ci_low"], members[0]["ci_high"])
+        defined = [r for r in members if r["value"] is not None]
+        values = [r["value"] for r in defined]
+        single = (defined[0]["ci_low"], defined[0]["ci_high"]) if defined else (None, None)
         mean, sd, low, high = summarise_seeds(values, ci_single=single) if values else (None,) * 4
         summary.append(
             {

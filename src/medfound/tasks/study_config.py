@@ -78,8 +78,28 @@ class StudyConfig:
                 raise ConfigError(f"study task {task.name}: data is empty")
         if any(not 0 < f <= 1 for f in self.fractions):
             raise ConfigError(f"study: fractions must be in (0, 1], got {self.fractions}")
-        if len(set(self.fractions)) != len(self.fractions):
-            raise ConfigError(f"study: fractions repeat: {self.fractions}")
+        # Cells and tables name a fraction by its short form (:g): two fractions must differ there.
+        for name, values in (
+            ("fractions", [f"{f:g}" for f in self.fractions]),
+            ("seeds", self.seeds),
+            ("protocols", self.protocols),
+        ):
+            if len(set(values)) != len(values):
+                raise ConfigError(f"study: {name} repeat: {getattr(self, name)}")
+        if self.heatmap_fraction is not None and self.heatmap_fraction not in self.fractions:
+            raise ConfigError(
+                f"study: heatmap_fraction {self.heatmap_fraction} is not one of the fractions"
+            )
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(f"study: {name} must be in (0, 1), got {getattr(self, name)}")
+        if self.bootstrap < 0:
+            raise ConfigError(f"study: bootstrap must be >= 0, got {self.bootstrap}")
+        if not cells_of(self):
+            raise ConfigError(
+                "study: no cell to run (classification tasks take knn, linear_probe, finetune; "
+                "segmentation tasks take segment)"
+            )
         if self.reference not in {e.name for e in self.encoders}:
             raise ConfigError(f"study: reference {self.reference!r} is not one of the encoders")
         for encoder in self.encoders:

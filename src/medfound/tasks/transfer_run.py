@@ -59,6 +59,29 @@ def patient_splits(patients: np.ndarray, config, given: np.ndarray | None = None
     return splits
 
 
+def batch_for_subset(config, items: int, per_item: int = 1):
+    """The config, with its batch shrunk to the training subset when a label subset holds fewer
+    items than one batch (a 1% subset of a small data set), said in a warning; the run's saved
+    config records the batch it trained with."""
+    from medfound.errors import ConfigError
+
+    if config.label_fraction >= 1 or items * per_item >= config.batch_size:
+        return config
+    if items * per_item < 2:
+        raise ConfigError(
+            f"label_fraction {config.label_fraction} leaves {items} training item(s): too few "
+            "to train on (raise the fraction)"
+        )
+    log.warning(
+        "label_fraction %g leaves %d training items: batch %d -> %d",
+        config.label_fraction,
+        items,
+        config.batch_size,
+        items * per_item,
+    )
+    return dataclasses.replace(config, batch_size=items * per_item)
+
+
 def data_fingerprint(*parts) -> str:
     """A digest of what an exact resume needs unchanged (item ids, labels, splits ...): strings
     and sequences are joined by lines, arrays hashed by their bytes."""
