@@ -19,9 +19,7 @@ import torch
 from medfound.data.labelled import LabelledImageDataset
 from medfound.data.labels import LabelTable, check_images_exist
 from medfound.data.splits import write_splits
-from medfound.engine.config import resolve_run_config
 from medfound.engine.distributed import local_rank, resolve_device
-from medfound.engine.loop_config import RESUMABLE_FIELDS
 from medfound.engine.trainer import TrainSummary, train
 from medfound.errors import ConfigError
 from medfound.io.presets import get_preset
@@ -36,13 +34,13 @@ from medfound.tasks.classify_config import ClassifyConfig
 from medfound.tasks.inference import run_over
 from medfound.tasks.label_sources import load_label_table
 from medfound.tasks.transfer_run import (
-    absolute_fields,
     batch_for_subset,
     data_fingerprint,
     is_main_process,
     load_encoder,
     patient_splits,
     provenance,
+    resolve_transfer_config,
 )
 
 __all__ = ["ClassifyConfig", "ClassifyResult", "finetune_classify"]
@@ -72,19 +70,14 @@ def finetune_classify(
 ) -> ClassifyResult:
     """Fine-tune (or with `resume`, continue) into `run_dir`; evaluate the best weights on test."""
     run_dir = Path(run_dir)
-    if config is None:
-        overrides = absolute_fields(overrides or {}, _PATH_FIELDS)
-        config = resolve_run_config(
-            ClassifyConfig,
-            run_dir,
-            config_file=config_file,
-            overrides=overrides,
-            resume=resume,
-            may_change=RESUMABLE_FIELDS,
-        )
-    config.validate()
-    config = dataclasses.replace(
-        config, **absolute_fields(dataclasses.asdict(config), _PATH_FIELDS)
+    config = resolve_transfer_config(
+        ClassifyConfig,
+        run_dir,
+        config,
+        _PATH_FIELDS,
+        config_file=config_file,
+        overrides=overrides,
+        resume=resume,
     )
 
     table = load_label_table(config)

@@ -28,9 +28,7 @@ from medfound.data.segmentation import (
     find_volumes_3d,
 )
 from medfound.data.splits import write_splits
-from medfound.engine.config import resolve_run_config
 from medfound.engine.distributed import local_rank, resolve_device
-from medfound.engine.loop_config import RESUMABLE_FIELDS
 from medfound.engine.trainer import TrainSummary, train
 from medfound.errors import ConfigError
 from medfound.evaluation.bootstrap import bootstrap_figures
@@ -44,13 +42,13 @@ from medfound.models.segmenter import MONAI_UNET, build_segmenter
 from medfound.sizes import parse_sizes
 from medfound.tasks.segment_config import SegmentConfig
 from medfound.tasks.transfer_run import (
-    absolute_fields,
     batch_for_subset,
     data_fingerprint,
     is_main_process,
     load_encoder,
     patient_splits,
     provenance,
+    resolve_transfer_config,
 )
 
 __all__ = ["SegmentConfig", "SegmentResult", "finetune_segment"]
@@ -83,18 +81,14 @@ def finetune_segment(
 ) -> SegmentResult:
     """Fine-tune (or with `resume`, continue) into `run_dir`; evaluate the best weights on test."""
     run_dir = Path(run_dir)
-    if config is None:
-        config = resolve_run_config(
-            SegmentConfig,
-            run_dir,
-            config_file=config_file,
-            overrides=absolute_fields(overrides or {}, _PATH_FIELDS),
-            resume=resume,
-            may_change=RESUMABLE_FIELDS,
-        )
-    config.validate()
-    config = dataclasses.replace(
-        config, **absolute_fields(dataclasses.asdict(config), _PATH_FIELDS)
+    config = resolve_transfer_config(
+        SegmentConfig,
+        run_dir,
+        config,
+        _PATH_FIELDS,
+        config_file=config_file,
+        overrides=overrides,
+        resume=resume,
     )
 
     table = find_cases(config)

@@ -188,24 +188,31 @@ def _run_cell(config: StudyConfig, cell: Cell, out: Path) -> dict:
 
 def _finetune_fields(config: StudyConfig, cell: Cell, task: StudyTask, encoder) -> dict:
     """The ClassifyConfig/SegmentConfig fields of a fine-tuning cell."""
-    fields = {
+    return {
         **config.finetune,
-        **task.options,
-        "data": task.data,
+        **_cell_data_fields(config, cell, task),
         "model": encoder.model,
         "init": encoder.init,
+        "bootstrap": config.bootstrap,
+        "device": config.device,
+        "workers": config.workers,
+        "progress": False,
+    }
+
+
+def _cell_data_fields(config: StudyConfig, cell: Cell, task: StudyTask) -> dict:
+    """What a cell reads and trains on: the task's data fields, the study's split, the cell's
+    label subset and seed (shared by fine-tuning and probe cells, so both see the same items)."""
+    return {
+        **task.options,
+        "data": task.data,
         "seed": cell.seed,
         "split_seed": config.split_seed,
         "label_fraction": cell.fraction,
         "label_seed": cell.seed,
         "val_fraction": config.val_fraction,
         "test_fraction": config.test_fraction,
-        "bootstrap": config.bootstrap,
-        "device": config.device,
-        "workers": config.workers,
-        "progress": False,
     }
-    return fields
 
 
 def _finetune_cell(config: StudyConfig, cell: Cell, task: StudyTask, encoder, out: Path) -> dict:
@@ -288,17 +295,8 @@ def _label_settings(config: StudyConfig, cell: Cell, task: StudyTask):
     """A ClassifyConfig carrying the task's data fields and this cell's split and label subset."""
     from medfound.tasks.classify_config import ClassifyConfig
 
-    fields = {
-        **task.options,
-        "data": task.data,
-        "seed": cell.seed,
-        "split_seed": config.split_seed,
-        "label_fraction": cell.fraction,
-        "label_seed": cell.seed,
-        "val_fraction": config.val_fraction,
-        "test_fraction": config.test_fraction,
-    }
-    names = {f for f in ClassifyConfig.__dataclass_fields__}
+    fields = _cell_data_fields(config, cell, task)
+    names = set(ClassifyConfig.__dataclass_fields__)
     return from_dict(ClassifyConfig, {k: v for k, v in fields.items() if k in names}, task.name)
 
 

@@ -29,6 +29,27 @@ def absolute_fields(fields: dict, names: Iterable[str]) -> dict:
     return out
 
 
+def resolve_transfer_config(
+    cls, run_dir: Path, config, path_fields, *, config_file, overrides: dict | None, resume: bool
+):
+    """A fine-tuning run's config, validated, path fields absolute: `config` as given, else
+    defaults + `config_file` + `overrides` (a resumed run: the config saved in `run_dir`)."""
+    from medfound.engine.config import resolve_run_config
+    from medfound.engine.loop_config import RESUMABLE_FIELDS
+
+    if config is None:
+        config = resolve_run_config(
+            cls,
+            run_dir,
+            config_file=config_file,
+            overrides=absolute_fields(overrides or {}, path_fields),
+            resume=resume,
+            may_change=RESUMABLE_FIELDS,
+        )
+    config.validate()
+    return dataclasses.replace(config, **absolute_fields(dataclasses.asdict(config), path_fields))
+
+
 def load_encoder(name: str, init: str, seed: int) -> FoundationModel:
     """The encoder a run starts from: its weight file, or a seeded random start said out loud."""
     random = init == "random"
