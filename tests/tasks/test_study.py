@@ -229,3 +229,46 @@ def test_settings_that_change_no_result_may_change_when_continuing(config, finis
     out, _, _ = finished
     again = run_study(dataclasses.replace(config, embed_batch_size=7), out)
     assert not again.computed
+
+
+def test_each_fine_tuning_cell_trained_on_its_subset_and_kept_only_its_weights(finished):
+    out, _, _ = finished
+    with open(out / "subsets.csv") as fh:
+        subsets = list(csv.DictReader(fh))
+    cells = [
+        c for c in (out / "cells").iterdir() if "__finetune__" in c.name or "__segment__" in c.name
+    ]
+    assert len(cells) == 2 * 2 * 2 * 2
+    for cell in cells:
+        task, _, _, fraction, seed = cell.name.split("__")
+        fraction, seed = fraction[1:], seed[1:]
+        column = f"in_{float(fraction)}"
+        expected = {
+            r["id"]: ("train" if r[column] == "1" else "unused")
+            if r["split"] == "train"
+            else r["split"]
+            for r in subsets
+            if r["task"] == task and r["seed"] == seed
+        }
+        with open(cell / "run" / "splits.csv") as fh:
+            used = {r["id"]: r["split"] for r in csv.DictReader(fh)}
+        assert used == expected, cell.name
+        assert not (cell / "run" / "checkpoints").exists()  # dropped once the result was written
+        assert list((cell / "run").glob("*.safetensors"))
+
+
+def test_checkpoints_are_kept_when_asked(config, tmp_path):
+    import dataclasses
+
+    one_cell = dataclasses.replace(
+        config,
+        tasks=config.tasks[:1],
+        encoders=config.encoders[:1],
+        protocols=["finetune"],
+        fractions=[1.0],
+        seeds=[0],
+        keep_checkpoints=True,
+    )
+    run_study(one_cell, tmp_path / "kept")
+    (cell,) = (tmp_path / "kept" / "cells").iterdir()
+    assert list((cell / "run" / "checkpoints").glob("*.pt"))

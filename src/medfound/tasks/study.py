@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +40,9 @@ COMPARISONS_FILE = "comparisons.csv"
 SAVING_FILE = "label_saving.csv"
 SUBSETS_FILE = "subsets.csv"
 # Settings a continued study may change: none of them changes a result.
-_MAY_CHANGE = frozenset({"device", "workers", "embed_batch_size", "heatmap_fraction"})
+_MAY_CHANGE = frozenset(
+    {"device", "workers", "embed_batch_size", "heatmap_fraction", "keep_checkpoints"}
+)
 RESULT_COLUMNS = [
     "task", "encoder", "protocol", "fraction", "seed", "metric", "value", "ci_low", "ci_high",
     "n_train", "n_test",
@@ -96,12 +99,14 @@ def run_study(config: StudyConfig | str | Path, out: str | Path) -> StudySummary
             continue
         if (out / "cells" / cell.id / RESULT_FILE).is_file():
             summary.reused += 1
+            _drop_checkpoints(config, out, cell)  # a kill may have come between result and drop
             continue
         log.info("cell %d/%d: %s", index + 1, len(cells), cell.id)
         with _one_process():
             result = _run_cell(config, cell, out)
         text = json.dumps(result, indent=2, sort_keys=True, allow_nan=False)
         atomic_write(out / "cells" / cell.id / RESULT_FILE, lambda tmp, t=text: tmp.write_text(t))
+        _drop_checkpoints(config, out, cell)
         summary.computed.append(cell.id)
     if rank != 0:
         return summary
@@ -177,6 +182,14 @@ def _task(config: StudyConfig, name: str) -> StudyTask:
 
 def _encoder(config: StudyConfig, name: str):
     return next(e for e in config.encoders if e.name == name)
+
+
+def _drop_checkpoints(config: StudyConfig, out: Path, cell: Cell) -> None:
+    """Remove a finished cell's training checkpoints (hundreds of MB per cell for a ResNet or a
+    3D U-Net, needed only to resume it); its exported weights and metrics stay. Called only once
+    the cell's result is written, so a killed cell still resumes."""
+    if not config.keep_checkpoints:
+        shutil.rmtree(out / "cells" / cell.id / "run" / "checkpoints", ignore_errors=True)
 
 
 def _run_cell(config: StudyConfig, cell: Cell, out: Path) -> dict:

@@ -58,6 +58,9 @@ class StudyConfig:
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     workers: int | None = setting(None, "Decoding workers (none: half the cores, <= 8)")
     heatmap_fraction: float | None = setting(None, "Fraction of the heatmap (none: the smallest)")
+    keep_checkpoints: bool = setting(
+        False, "Keep a finished fine-tuning cell's training checkpoints (its weights are kept)"
+    )
 
     def validate(self) -> None:
         """Refuse an empty or inconsistent grid by field name."""
