@@ -32,7 +32,10 @@ def test_wildcards_filter_names_and_aliases():
         "resnetv2_152x2_bit.remedis_cxr_m",
         "resnetv2_152x2_bit.remedis_path_m",
     ]
-    assert [c.name for c in list_models("genesis-*")] == ["unet3d_genesis.chest_ct"]
+    assert [c.name for c in list_models("genesis-*")] == [
+        "unet3d_genesis.chest_ct",
+        "unet3d_genesis_w8.mri",
+    ]
     assert len(list_models("resnetv2_*")) == 12 and list_models("vit*") == []
 
 

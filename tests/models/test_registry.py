@@ -21,7 +21,7 @@ def test_registry_has_the_documented_models():
             for i in "sm"
         }
         | {f"resnetv2_{w}_bit.bit_{i}" for i in ("s_in1k", "m_in21k") for w in ("50x1", "152x2")}
-        | {"unet3d_genesis.chest_ct", "unet2d_genesis.resnet18"}
+        | {"unet3d_genesis.chest_ct", "unet3d_genesis_w8.mri", "unet2d_genesis.resnet18"}
     )
     assert expected == set(REGISTERED)
     assert get_card("cxr-50x1-remedis-m").input_size == 448
@@ -31,7 +31,8 @@ def test_registry_has_the_documented_models():
 def _built_architecture(network: torch.nn.Module) -> str:
     """The architecture the built network itself reports, independent of the card."""
     if isinstance(network, UNet3D):
-        return "unet3d-genesis"  # medfound's own network, its one architecture
+        width = network.encoder[0].convs[0][0].out_channels  # the first convolution's channels
+        return "unet3d-genesis" if width == 32 else f"unet3d-genesis-w{width}"
     if isinstance(network, UNet2D):
         assert network.encoder_name == "resnet18"  # the encoder of Genesis 2D
         return "unet2d-genesis"

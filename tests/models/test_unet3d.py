@@ -26,6 +26,23 @@ def test_parameter_counts_of_the_published_network(net):
     assert sum(p.numel() for p in net.encoder.parameters()) == 7_027_776
 
 
+def test_the_small_card_is_the_same_network_a_quarter_as_wide():
+    from medfound.errors import UnknownModelError
+    from medfound.models.backbones import genesis_width
+
+    model = build_model(get_card("unet3d_genesis_w8.mri"))
+    assert sum(p.numel() for p in model.network.parameters()) == 1_193_761
+    assert [n for n, _ in model.network.named_parameters()] == [
+        n for n, _ in UNet3D().named_parameters()
+    ]
+    x = _rand(2, 1, 16, 16, 8)
+    with torch.inference_mode():
+        assert model.embed(x).shape == (2, 128)
+        assert model.network(x).shape == x.shape
+    with pytest.raises(UnknownModelError, match="unet3d-genesis-wide"):
+        genesis_width("unet3d-genesis-wide")
+
+
 @pytest.mark.parametrize("size", [(16, 16, 8), (24, 8, 40)])
 def test_encode_decode_are_the_forward_at_any_size_divisible_by_8(net, size):
     x = _rand(2, 1, *size)

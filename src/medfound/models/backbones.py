@@ -168,6 +168,17 @@ def _monai_resnet_dim(network: nn.Module) -> int:
     return conv.out_channels
 
 
+def genesis_width(architecture: str) -> int:
+    """The UNet3D width of a Genesis architecture name: "unet3d-genesis" is the published network
+    (32), "unet3d-genesis-wN" the same network N/32 as wide."""
+    from medfound.models.unet3d import ORIGINAL_WIDTH
+
+    base, _, suffix = architecture.partition("-w")
+    if base != "unet3d-genesis" or (suffix and not suffix.isdigit()):
+        raise UnknownModelError(f"unknown Genesis architecture {architecture!r}")
+    return int(suffix) if suffix else ORIGINAL_WIDTH
+
+
 def build_model(card: ModelCard) -> FoundationModel:
     """A FoundationModel for `card` with freshly initialised weights, in eval mode."""
     if card.family in ("bit", "timm"):
@@ -176,7 +187,9 @@ def build_model(card: ModelCard) -> FoundationModel:
         depth, width = parse_architecture(card.architecture)
         model = TimmEncoder(card, resnet_v1(depth, width))
     elif card.family == "genesis":
-        model = GenesisEncoder(card, UNet3D(in_channels=card.in_channels))
+        model = GenesisEncoder(
+            card, UNet3D(in_channels=card.in_channels, width=genesis_width(card.architecture))
+        )
     elif card.family == "genesis2d":
         from medfound.models.unet2d import UNet2D  # smp is slow to import: only when asked for
 

@@ -162,6 +162,28 @@ register(
 
 register(
     ModelCard(
+        name="unet3d_genesis_w8.mri",
+        family="genesis",
+        architecture="unet3d-genesis-w8",
+        modality="CT, MRI",
+        spatial_dims=3,
+        in_channels=1,
+        input_size=(32, 32, 16),
+        embedding_dim=128,
+        preset="mri",
+        description=(
+            "The Models Genesis 3D U-Net at a quarter of its width (1.2M parameters instead of "
+            "19M): for pretraining and transfer on CPU, as `make demo` does. No released weights"
+        ),
+        weights_source="none released: pretrain it (medfound pretrain genesis --model ...)",
+        licence="Apache-2.0 (architecture)",
+        feature_layout="(C, X, Y, Z) per volume; C = embedding_dim",
+    ),
+    aliases=("genesis-small",),
+)
+
+register(
+    ModelCard(
         name="unet2d_genesis.resnet18",
         family="genesis2d",
         architecture="unet2d-genesis",

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from medfound.errors import ConfigError
 
 DIVISOR = 8  # three 2x max-pools
+ORIGINAL_WIDTH = 32  # channels of the first convolution in the published network
 
 
 class GenesisBatchNorm3d(nn.BatchNorm3d):
@@ -70,34 +71,45 @@ class DecoderLevel(nn.Module):
 class UNet3D(nn.Module):
     """Models Genesis 3D U-Net. Input (B, in_channels, X, Y, Z) with X, Y, Z divisible by 8.
 
+    `width` scales every layer (32: the published network; 8: a 16x smaller one for CPU demos).
     `encode` and `decode` are separable, so transfer can take the encoder alone (classification)
     or the whole network (segmentation, after replacing `head`). `compat_batchnorm=True` makes every
     BatchNorm use batch statistics even in eval mode, as the original release does.
     """
 
-    encoder_channels = (64, 128, 256, 512)
-
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, compat_batchnorm: bool = False):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        compat_batchnorm: bool = False,
+        width: int = ORIGINAL_WIDTH,
+    ):
         super().__init__()
         self.in_channels = in_channels
+        w = width  # the first convolution's channels; every other width is a multiple of it
+        self.encoder_channels = (2 * w, 4 * w, 8 * w, 16 * w)
         self.encoder = nn.ModuleList(
             [
-                EncoderLevel(in_channels, 32, 64),
-                EncoderLevel(64, 64, 128),
-                EncoderLevel(128, 128, 256),
-                EncoderLevel(256, 256, 512),
+                EncoderLevel(in_channels, w, 2 * w),
+                EncoderLevel(2 * w, 2 * w, 4 * w),
+                EncoderLevel(4 * w, 4 * w, 8 * w),
+                EncoderLevel(8 * w, 8 * w, 16 * w),
             ]
         )
         self.pool = nn.MaxPool3d(2)
         self.decoder = nn.ModuleList(
-            [DecoderLevel(512, 256, 256), DecoderLevel(256, 128, 128), DecoderLevel(128, 64, 64)]
+            [
+                DecoderLevel(16 * w, 8 * w, 8 * w),
+                DecoderLevel(8 * w, 4 * w, 4 * w),
+                DecoderLevel(4 * w, 2 * w, 2 * w),
+            ]
         )
-        self.head = nn.Conv3d(64, out_channels, kernel_size=1)
+        self.head = nn.Conv3d(2 * w, out_channels, kernel_size=1)
         if compat_batchnorm:
             use_batch_statistics(self, True)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of the four encoder levels, finest first (64, 128, 256, 512 channels)."""
+        """Outputs of the four encoder levels, finest first (`encoder_channels`; 64 ... 512)."""
         check_input(x, self.in_channels, spatial_dims=3, divisor=DIVISOR, what="UNet3D")
         levels = []
         for i, level in enumerate(self.encoder):
