@@ -33,8 +33,12 @@ def brain():
     t1 = np.asarray(datasets.load_mni152_template(resolution=1).dataobj, dtype=np.float64)
     grey = np.asarray(datasets.load_mni152_gm_template(resolution=1).dataobj)
     white = np.asarray(datasets.load_mni152_wm_template(resolution=1).dataobj)
-    labels = np.where(grey > 0.5, 1, 0) + np.where(white > 0.5, 2, 0)
-    assert labels.max() == 2  # the maps never both exceed 0.5
+    inside = np.asarray(datasets.load_mni152_brain_mask(resolution=1).dataobj) > 0
+    # inside the mask, the most probable of grey, white and neither (CSF), computed another way
+    labels = np.where(grey >= np.maximum(white, 1 - grey - white), 1, 0)
+    labels = np.where((labels == 0) & (white >= 1 - grey - white), 2, labels)
+    labels = np.where(labels == 0, 3, labels) * inside
+    assert np.bincount(labels.ravel()).min() > 1e5  # every class, CSF included, is there
     return t1, labels
 
 
@@ -50,9 +54,9 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
-def test_tissue_slices_are_three_class_pairs_with_contiguous_patients(example):
+def test_tissue_slices_are_four_class_pairs_with_contiguous_patients(example):
     table = find_pairs_2d(example.tissue_pairs, instances="classes")
-    assert table.classes == ("background", "1", "2") and table.dims == 2 and table.channels == 1
+    assert table.classes == ("background", "1", "2", "3") and table.dims == 2 and table.channels == 1
     shapes = check_pairs(table)
     assert len(shapes) == len(table) == example.counts["tissue_slices"]["items"] >= 30
     # the folder itself reads the same pairs (pairs.csv only adds the patients)
@@ -66,9 +70,9 @@ def test_tissue_slices_are_three_class_pairs_with_contiguous_patients(example):
     assert int(np.sum(patients[1:] != patients[:-1])) == 5
     assert np.all(np.diff(np.sort(z)) == 4)
     # every class occurs, in the counts README.txt gives
-    pixels = np.zeros(3, dtype=np.int64)
+    pixels = np.zeros(4, dtype=np.int64)
     for case in table.cases:
-        pixels += np.bincount(read_mask(case.mask, "classes").ravel(), minlength=3)
+        pixels += np.bincount(read_mask(case.mask, "classes").ravel(), minlength=4)
     assert pixels.tolist() == list(example.counts["tissue_slices"]["per_class"].values())
     assert pixels.min() > 0
     assert f"pixels: background {pixels[0]} " in example.readme.read_text()
@@ -76,7 +80,7 @@ def test_tissue_slices_are_three_class_pairs_with_contiguous_patients(example):
 
 def test_tissue_slices_show_the_template_and_its_maps(example, brain):
     t1, labels = brain
-    for name in ("slice009", "slice069", "slice149"):
+    for name in ("slice008", "slice068", "slice148"):
         z = int(name[5:])
         mask = np.asarray(Image.open(example.tissue_slices / f"{name}_mask.png"))
         image = np.asarray(Image.open(example.tissue_slices / f"{name}.png"))
@@ -98,7 +102,7 @@ def test_tissue_volume_is_an_msd_task_with_the_template_geometry(example, brain)
     t1, labels = brain
     template = datasets.load_mni152_template(resolution=1)
     table = find_volumes_3d(example.tissue_volume)
-    assert table.classes == ("background", "grey matter", "white matter") and table.dims == 3
+    assert table.classes == ("background", "grey matter", "white matter", "CSF") and table.dims == 3
     assert len(check_pairs(table)) == len(table) == 6
     seen = 0
     for case in table.cases:
@@ -157,7 +161,7 @@ def test_the_command_writes_the_same_bytes_and_refuses_a_used_folder(example, tm
     runner = CliRunner()
     result = runner.invoke(app, ["example-data", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
-    assert "36 items of 6 patients" in result.output and "64 items of 16 patients" in result.output
+    assert "37 items of 6 patients" in result.output and "64 items of 16 patients" in result.output
     assert _files(tmp_path / "again") == _files(example.root)
     # a second run into the same folder is refused, naming the folder, and changes nothing
     again = runner.invoke(app, ["example-data", str(tmp_path / "again")])

@@ -2,8 +2,9 @@
 that ship inside installed packages, in the layouts the transfer commands read.
 
 - `tissue_slices/`: axial slices of nilearn's MNI152 T1 template (ICBM152 2009a symmetric,
-  1 mm) with masks of its grey and white matter probability maps (0 background, 1 grey matter,
-  2 white matter; a voxel is a tissue where that tissue's probability is above 0.5). One brain
+  1 mm) with masks from its grey and white matter probability maps (0 background, 1 grey matter,
+  2 white matter, 3 cerebrospinal fluid: inside nilearn's brain mask, the most probable of grey
+  matter, white matter and neither, "neither" being CSF). One brain
   cut into pseudo-patients of consecutive slices: this demonstrates the commands; it does not
   evaluate anything.
 - `ihc_tiles/`: 64x64 tiles of scikit-image's immunohistochemistry image in class folders
@@ -30,8 +31,7 @@ from medfound._optional import require
 from medfound.errors import ConfigError
 from medfound.files import atomic_write
 
-TISSUE_CLASSES = ("background", "grey matter", "white matter")
-TISSUE_THRESHOLD = 0.5  # a voxel is grey (white) matter where that probability is above this
+TISSUE_CLASSES = ("background", "grey matter", "white matter", "CSF")
 SLICE_STEP = 4  # every 4th axial slice (4 mm apart)
 MIN_BRAIN_SHARE = 0.02  # slices whose brain covers less of the head's box are left out
 PSEUDO_PATIENTS = 6  # groups of consecutive slices (and slabs of the volume)
@@ -77,7 +77,7 @@ def write_example_data(out: str | Path) -> ExampleData:
             f"{', '.join(taken)}: already hold files; choose a new or empty folder for the "
             "example data"
         )
-    brain = _brain()
+    brain = load_brain()
     slices = root / "tissue_slices"
     ihc = root / "ihc_tiles"
     volume = root / "tissue_volume"
@@ -113,16 +113,22 @@ class Brain:
     box: tuple[slice, slice]  # the head's (x, y) bounding box with a margin
 
 
-def _brain() -> Brain:
-    """nilearn's 1 mm MNI152 T1 template and the labels of its grey and white matter probability
-    maps, all read from files inside the package (`load_*`; the `fetch_*` functions download)."""
+def load_brain(resolution: int = 1) -> Brain:
+    """nilearn's MNI152 T1 template (1 mm, or resampled to `resolution` mm) and the tissue labels of
+    its grey and white matter probability maps and brain mask, all read from files inside the
+    package (`load_*`; the `fetch_*` functions download)."""
     datasets = require("nilearn.datasets", "demo", "the example brain (MNI152 template)")
-    template = datasets.load_mni152_template(resolution=1)
+    template = datasets.load_mni152_template(resolution=resolution)
     t1 = np.asarray(template.dataobj, dtype=np.float32)
     t1 = np.clip(t1 / t1.max(), 0.0, 1.0)
+
+    def read(image) -> np.ndarray:
+        return np.asarray(image.dataobj, dtype=np.float32)
+
     labels = tissue_labels(
-        np.asarray(datasets.load_mni152_gm_template(resolution=1).dataobj, dtype=np.float32),
-        np.asarray(datasets.load_mni152_wm_template(resolution=1).dataobj, dtype=np.float32),
+        read(datasets.load_mni152_gm_template(resolution=resolution)),
+        read(datasets.load_mni152_wm_template(resolution=resolution)),
+        read(datasets.load_mni152_brain_mask(resolution=resolution)) > 0,
     )
     head = t1 > HEAD_LEVEL
     box = []
@@ -133,13 +139,13 @@ def _brain() -> Brain:
     return Brain(template, t1, labels, (box[0], box[1]))
 
 
-def tissue_labels(grey: np.ndarray, white: np.ndarray) -> np.ndarray:
-    """uint8 labels: 1 where the grey matter probability is above TISSUE_THRESHOLD, 2 where the
-    white matter one is, else 0 (background, including cerebrospinal fluid). The two maps sum to
-    at most 1, so no voxel is above 0.5 in both."""
-    labels = np.zeros(grey.shape, dtype=np.uint8)
-    labels[grey > TISSUE_THRESHOLD] = 1
-    labels[white > TISSUE_THRESHOLD] = 2
+def tissue_labels(grey: np.ndarray, white: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """uint8 labels: 0 outside the `brain` mask; inside, the most probable of 1 grey matter,
+    2 white matter and 3 neither (1 - grey - white: cerebrospinal fluid, as the template's tissue
+    maps leave no other class inside the brain). Ties go to the lower label."""
+    rest = 1.0 - grey - white
+    labels = (1 + np.argmax(np.stack([grey, white, rest]), axis=0)).astype(np.uint8)
+    labels[~brain] = 0
     return labels
 
 
@@ -186,8 +192,8 @@ def write_tissue_slices(folder: Path, brain: Brain) -> dict:
     }
 
 
-def write_tissue_volume(folder: Path, brain: Brain) -> dict:
-    """PSEUDO_PATIENTS slabs of consecutive axial slices through the brain (each the head's box)
+def write_tissue_volume(folder: Path, brain: Brain, slabs: int = PSEUDO_PATIENTS) -> dict:
+    """`slabs` slabs of consecutive axial slices through the brain (each the head's box)
     as NIfTI cases `imagesTr/brain_slabN.nii.gz` (T1, float32 in [0, 1]) with `labelsTr/` (uint8
     labels 0/1/2), both with the template's geometry at their place, and an MSD `dataset.json`.
     Slabs, not hemispheres: the template is symmetric, so a hemisphere would be the mirror image of
@@ -195,7 +201,7 @@ def write_tissue_volume(folder: Path, brain: Brain) -> dict:
     nib = require("nibabel")
     t1, labels, box = brain.t1, brain.labels, brain.box
     zs = _brain_slices(labels, box)
-    bounds = np.linspace(zs[0], zs[-1] + 1, PSEUDO_PATIENTS + 1).round().astype(int)
+    bounds = np.linspace(zs[0], zs[-1] + 1, slabs + 1).round().astype(int)
     training, voxels = [], np.zeros(len(TISSUE_CLASSES), dtype=np.int64)
     for number, (z0, z1) in enumerate(itertools.pairwise(bounds), start=1):
         where = (box[0], box[1], slice(int(z0), int(z1)))
@@ -209,9 +215,10 @@ def write_tissue_volume(folder: Path, brain: Brain) -> dict:
     meta = {
         "name": "MNI152 tissue slabs (medfound example data)",
         "description": (
-            "Six slabs of consecutive axial slices of one brain template (nilearn's MNI152, "
-            "ICBM152 2009a nonlinear symmetric, 1 mm) with grey/white matter labels from its "
-            "tissue probability maps (> 0.5): a demonstration of the layout, not an evaluation."
+            f"{slabs} slabs of consecutive axial slices of one brain template (nilearn's MNI152, "
+            "ICBM152 2009a nonlinear symmetric) with grey/white matter/CSF labels from its "
+            "tissue probability maps and brain mask (the most probable inside the mask): a "
+            "demonstration of the layout, not an evaluation."
         ),
         "tensorImageSize": "3D",
         "modality": {"0": "MRI"},
@@ -317,14 +324,15 @@ def readme_text(counts: dict) -> str:
         f"every {SLICE_STEP}th) of",
         "  nilearn's MNI152 T1 template (ICBM152 2009a nonlinear symmetric, 1 mm),",
         f"  {width} x {height} px, as sliceNNN.png + sliceNNN_mask.png",
-        "  mask values: 0 background (incl. cerebrospinal fluid), 1 grey matter, 2 white matter",
-        f"  (the template's tissue probability above {TISSUE_THRESHOLD}); see labels.txt",
+        "  mask values: 0 background, 1 grey matter, 2 white matter, 3 cerebrospinal fluid:",
+        "  inside nilearn's MNI152 brain mask, the most probable of grey matter, white matter",
+        "  and neither (CSF) by the template's tissue probability maps; see labels.txt",
         f"  pixels: {shares(s['per_class'])}",
         f"  pairs.csv (image,mask,patient): {s['patients']} pseudo-patients of consecutive "
         "slices, so",
         "  that neighbouring slices stay in one split (except at the block boundaries)",
         "  use: --data tissue_slices/pairs.csv --instances classes (a CSV names no classes: the",
-        "  metrics call them 1 and 2)",
+        "  metrics call them 1, 2 and 3)",
         "",
         f"ihc_tiles/  2D classification: {t['items']} tiles of {TILE} x {TILE} px cut from "
         "scikit-image's",
