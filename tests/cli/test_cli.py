@@ -37,7 +37,7 @@ def test_help_lists_every_command_with_its_summary():
     transfer = {"finetune", "probe", "predict", "example-data", "study", "report"}
     assert set(listed) == expected | transfer | {"plot-embeddings"}
     assert listed["models"] == "List the model zoo, or show one model's card."
-    assert listed["demo"].startswith("Embed the real medical images shipped in pydicom")
+    assert listed["demo"].startswith("Pretrain (SimCLR 2D, Models Genesis 3D), then transfer")
 
 
 def test_models_lists_every_registered_card_with_its_contract():

@@ -1,55 +1,93 @@
+"""`medfound demo --smoke`: every stage of the story on the bundled real images, a few steps each;
+tables printed, studies and report written, splits by slab and by tile block, the embedding map,
+and a second run that reuses everything."""
+
+import csv
 import re
-from collections import Counter
 
-import numpy as np
-import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-from sklearn.decomposition import PCA
+from typer.testing import CliRunner
 
-from medfound.tasks.demo import run_demo
-
-# What the demo ships, by file name: its source group and how many images of it.
-SOURCES = {
-    r"CT_small\.dcm": ("CT (pydicom)", 1),
-    r"MR_small\.dcm": ("MR (pydicom)", 1),
-    r"ihc_tile\d\.png": ("histology IHC (skimage)", 4),
-    r"retina\.jpg": ("fundus (skimage)", 1),
-    r"mni152_axial_z\d{3}\.nii\.gz": ("brain MRI T1 (MNI152)", 6),
-}
+from medfound.cli.main import app
+from medfound.tasks.demo import BRAIN_SLABS, SMOKE
 
 
-def _source(path: str) -> str:
-    name = path.replace("\\", "/").rsplit("/", 1)[-1]
-    (group,) = [g for pattern, (g, _) in SOURCES.items() if re.fullmatch(pattern, name)]
-    return group
+def _rows(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    result = run_demo(tmp_path_factory.mktemp("demo"))
-    return result, pq.read_table(result.embeddings).to_pydict()
+    out = tmp_path_factory.mktemp("demo") / "out"
+    result = CliRunner().invoke(app, ["demo", "--smoke", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result.output
 
 
-def test_demo_embeds_every_shipped_image(demo):
-    result, table = demo
-    assert result.summary.ok and result.summary.total_rows == len(table["path"])
-    rows = Counter(map(_source, table["path"]))
-    assert rows == {group: n for group, n in SOURCES.values()}
-    assert {"auto:ct", "auto:mri", "auto:path"} <= set(table["preset"])
+def test_the_demo_prints_both_tables_and_says_what_they_are(demo):
+    out, printed = demo
+    assert "ihc_dab: test macro_auc" in printed and "brain_tissue: test mean_dice" in printed
+    for protocol, encoder in [
+        ("knn", "scratch"),
+        ("linear_probe", "simclr"),
+        ("finetune", "simclr"),
+        ("segment", "genesis"),
+        ("segment", "scratch"),
+    ]:
+        assert re.search(rf"^{protocol}\s+{encoder}\s+\d\.\d{{3}}", printed, re.M), protocol
+    assert "not clinical results" in printed
+    assert str(out / "studies" / "2d" / "report.html") in printed
 
 
-def test_the_plot_shows_every_row_of_every_source(demo):
-    result, table = demo
-    drawn = {group: len(xy) for group, xy in result.points.items()}
-    assert drawn == Counter(map(_source, table["path"]))  # a missing or extra source fails here
-    # the points are the first two principal components of the stored embeddings (up to sign)
-    sources = np.array([_source(p) for p in table["path"]])
-    expected = PCA(n_components=2).fit_transform(np.asarray(table["embedding"], dtype=np.float64))
-    scale = np.abs(expected).max()
-    for group, xy in result.points.items():
-        np.testing.assert_allclose(
-            np.abs(xy), np.abs(expected[sources == group]), atol=1e-3 * scale, rtol=0
-        )
-    with Image.open(result.plot) as plot:
-        assert plot.size[0] > 400 and len(plot.getcolors(1 << 20)) > 10
+def test_each_study_compares_the_pretrained_encoder_with_scratch_on_the_same_cells(demo):
+    out, _ = demo
+    for name, pretrained, protocols in [
+        ("2d", "simclr", {"knn", "linear_probe", "finetune"}),
+        ("3d", "genesis", {"segment"}),
+    ]:
+        results = _rows(out / "studies" / name / "results.csv")
+        cells = {(r["encoder"], r["protocol"], r["fraction"], r["seed"]) for r in results}
+        ours = {c[1:] for c in cells if c[0] == pretrained}
+        assert ours == {c[1:] for c in cells if c[0] == "scratch"}
+        assert {c[0] for c in ours} == protocols
+        assert (out / "studies" / name / "report.html").is_file()
+    assert (out / "runs" / "simclr" / "encoder.safetensors").is_file()
+    assert (out / "runs" / "genesis" / "genesis.safetensors").is_file()
+
+
+def test_the_brain_is_split_by_slab_and_the_tiles_by_block(demo):
+    out, _ = demo
+    slabs = _rows(out / "studies" / "3d" / "subsets.csv")
+    assert len({r["patient"] for r in slabs}) == len(slabs) == BRAIN_SLABS
+    assert sorted(r["split"] for r in slabs) == ["test"] * 2 + ["train"] * 5 + ["val"]
+    tiles = _rows(out / "studies" / "2d" / "subsets.csv")
+    blocks: dict[str, set] = {}
+    for r in tiles:
+        blocks.setdefault(r["patient"], set()).add(r["split"])
+        assert re.search(r"tile_r(\d)_c(\d)", r["id"])
+    assert len(blocks) == 16 and all(len(splits) == 1 for splits in blocks.values())
+    assert sum(s == {"test"} for s in blocks.values()) == 4
+
+
+def test_the_embedding_map_shows_every_pretraining_tile_by_source(demo):
+    out, printed = demo
+    tiles = _rows(out / "data" / "pretrain_tiles.csv")
+    points = _rows(out / "embedding_map.csv")
+    assert len(points) == len(tiles) > 150
+    assert {p["value"] for p in points} == {"histology IHC", "brain MRI T1", "fundus", "CT", "MR"}
+    assert str(out / "embedding_map.png") in printed
+
+
+def test_a_second_run_reuses_every_stage(demo):
+    out, _ = demo
+    kept = [
+        out / "runs" / "genesis" / "genesis.safetensors",
+        out / "runs" / "simclr" / "encoder.safetensors",
+    ]
+    kept += sorted((out / "studies").glob("*/cells/*/result.json"))
+    before = [p.stat().st_mtime_ns for p in kept]
+    again = CliRunner().invoke(app, ["demo", "--smoke", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert [p.stat().st_mtime_ns for p in kept] == before and len(kept) == 2 + 12 + 2
+    assert len(SMOKE.seeds) == 1 and "mean +- SD over 1 seed" in again.output

@@ -56,7 +56,9 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def test_tissue_slices_are_four_class_pairs_with_contiguous_patients(example):
     table = find_pairs_2d(example.tissue_pairs, instances="classes")
-    assert table.classes == ("background", "1", "2", "3") and table.dims == 2 and table.channels == 1
+    assert (
+        table.classes == ("background", "1", "2", "3") and table.dims == 2 and table.channels == 1
+    )
     shapes = check_pairs(table)
     assert len(shapes) == len(table) == example.counts["tissue_slices"]["items"] >= 30
     # the folder itself reads the same pairs (pairs.csv only adds the patients)

@@ -36,10 +36,29 @@ def labels(tmp_path_factory):
     return write_labelled_images(tmp_path_factory.mktemp("images"), patients=24)
 
 
+seen_sizes: set[tuple[int, ...]] = set()  # the input sizes the classifier of `run` was given
+
+
 @pytest.fixture(scope="module")
 def run(labels, tmp_path_factory):
+    from medfound.methods.classification import Classifier
+
     out = tmp_path_factory.mktemp("run") / "run"
-    return out, finetune_classify(out, overrides={**FAST, "data": str(labels)})
+    forward = Classifier.forward
+
+    def recording(self, x, *args, **kwargs):
+        seen_sizes.add(tuple(x.shape[2:]))
+        return forward(self, x, *args, **kwargs)
+
+    Classifier.forward = recording
+    try:
+        return out, finetune_classify(out, overrides={**FAST, "data": str(labels)})
+    finally:
+        Classifier.forward = forward
+
+
+def test_images_are_read_at_the_asked_size_not_the_presets(run):
+    assert seen_sizes == {(32, 32)}  # timm:resnet10t's path preset would read them at 224
 
 
 def _rows(path):

@@ -2,6 +2,7 @@
 and resumed without recomputing finished cells; nested per-patient subsets; every output."""
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -192,6 +193,7 @@ def test_two_ranks_share_the_cells_and_rank_0_aggregates_the_same_results(config
         "-m", "medfound.cli.main", "study", "--config", str(path), "--out", str(tmp_path / "two")
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"^knn\s+scratch\s+\d\.\d{3}\s+\d\.\d{3}$", done.stdout, re.M), done.stdout
     assert (tmp_path / "two" / "results.csv").read_text() == (
         tmp_path / "one" / "results.csv"
     ).read_text()

@@ -41,18 +41,19 @@ app.command("plot-embeddings")(plot_embeddings_command)
 @handles_errors
 def demo_command(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for inputs and outputs"),
+    smoke: bool = typer.Option(False, "--smoke", help="A few steps of everything (a minute)"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
 ) -> None:
-    """Embed the real medical images shipped in pydicom, scikit-image and nilearn; plot them."""
-    from medfound.tasks.demo import run_demo
+    """Pretrain (SimCLR 2D, Models Genesis 3D), then transfer with few labels against scratch, on
+    real images shipped in scikit-image, nilearn and pydicom; prints the tables, writes reports."""
+    from medfound.tasks.demo import FULL, NOTICE, SMOKE, run_demo
 
-    result = run_demo(out)
-    s = result.summary
-    typer.echo(f"inputs:     {result.inputs}")
-    typer.echo(f"embeddings: {result.embeddings} ({s.total_rows} rows, {s.seconds:.1f} s)")
-    typer.echo(f"plot:       {result.plot}")
-    typer.echo("note: random-initialised weights (no weights can be downloaded); see README")
-    if not s.ok:
-        raise typer.Exit(1)
+    result = run_demo(out, SMOKE if smoke else FULL, device=device)
+    for name, table in result.tables.items():
+        typer.echo(f"\n{table}\nreport: {result.studies[name] / 'report.html'}")
+    typer.echo(f"\nembedding map (SimCLR encoder, PCA): {result.embedding_map}")
+    typer.echo(f"pretrained encoders: {', '.join(str(p) for p in result.encoders.values())}")
+    typer.echo(f"\nnote: {NOTICE}")
 
 
 @app.callback(invoke_without_command=True)

@@ -24,5 +24,8 @@ def study_command(
         f"{summary.cells} cells: {len(summary.computed)} computed now, {summary.reused} earlier",
         highlight=False,
     )
-    if summary.report is not None:
+    if summary.report is not None:  # rank 0, once every cell is in
+        from medfound.tasks.study_table import summary_table
+
+        typer.echo(summary_table(out))
         console.print(f"report: {summary.report}", highlight=False)

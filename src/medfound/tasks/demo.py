@@ -1,119 +1,361 @@
-"""`make demo`: embed real medical images that ship inside installed packages, and plot them.
+"""`make demo` / `medfound demo`: pretrain, then transfer with few labels, on real medical images that
+ship inside installed packages, on CPU in about ten minutes. Small smoke studies, not clinical results.
 
-Sources: pydicom's CT_small.dcm and MR_small.dcm, tiles of scikit-image's immunohistochemistry image
-and its fundus photograph, and axial slices of nilearn's MNI152 T1 template (saved as 2D NIfTI).
-No weights can be downloaded, so the demo embeds with an explicitly random-initialised REMEDIS
-architecture (recorded as such in the output); later stages of the demo pretrain one first.
+- 3D: Models Genesis pretraining of the quarter-width Genesis U-Net (`unet3d_genesis_w8.mri`) on
+  sub-volumes of nilearn's MNI152 T1 template (2 mm), then grey matter / white matter / CSF
+  segmentation fine-tuned at several label fractions, against the same network from scratch. The
+  brain is cut into axial slabs and the split is by slab, so no neighbouring voxels cross it.
+- 2D: SimCLR pretraining of a small ResNet (`timm:resnet10t`) on tiles of scikit-image's
+  immunohistochemistry and fundus images, the template's axial slices and pydicom's CT and MR, then a
+  k-NN, a linear probe and a fine-tune for the IHC tiles' DAB-stain class (derived from colour
+  deconvolution; patients = 2x2 blocks of neighbouring tiles, so no tile's neighbours cross the
+  split), against the same network from scratch.
+
+Self-supervised pretraining sees the pixels of every image, test images included (never a label):
+with one brain and one slide nothing else is possible, and the printout says so. Each stage resumes:
+run the demo again into the same folder and finished stages are reused.
 """
 
+import csv
+import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from medfound._optional import require
-from medfound.tasks.embed import EmbedOptions, EmbedSummary, embed
+from medfound.engine.config import from_dict
+from medfound.files import atomic_write
+from medfound.tasks.example_data import load_brain, write_example_data, write_tissue_volume
+from medfound.tasks.study_config import StudyConfig
 
-DEMO_MODEL = "resnetv2_50x1_bit.remedis_path_m"
+log = logging.getLogger(__name__)
+
+ENCODER_2D = "timm:resnet10t"
+ENCODER_3D = "unet3d_genesis_w8.mri"
+TILE = 64
+BRAIN_MM = 2  # the template resampled to 2 mm: eight times fewer voxels than 1 mm
+BRAIN_SLABS = 8
+NOTICE = (
+    "Smoke studies on one brain template and one slide, to show the pipeline end to end: not "
+    "clinical results. Pretraining saw the unlabelled pixels of every image, test images included."
+)
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """How much the demo trains: FULL for `make demo`, SMOKE for the tests."""
+
+    simclr_steps: int
+    genesis_steps: int
+    finetune_steps_2d: int
+    finetune_steps_3d: int
+    fractions_2d: tuple[float, ...]
+    fractions_3d: tuple[float, ...]
+    seeds: tuple[int, ...]
+    bootstrap: int
+
+
+FULL = DemoScale(
+    simclr_steps=150,
+    genesis_steps=200,
+    finetune_steps_2d=40,
+    finetune_steps_3d=60,
+    fractions_2d=(0.25, 0.5, 1.0),
+    fractions_3d=(0.2, 0.6, 1.0),
+    seeds=(0, 1, 2),
+    bootstrap=200,
+)
+SMOKE = DemoScale(
+    simclr_steps=2,
+    genesis_steps=2,
+    finetune_steps_2d=2,
+    finetune_steps_3d=2,
+    fractions_2d=(0.5, 1.0),
+    fractions_3d=(1.0,),
+    seeds=(0,),
+    bootstrap=20,
+)
+
+
+@dataclass
+class DemoData:
+    """The demo's inputs under OUT/data."""
+
+    ihc_labels: Path  # the 2D task: ihc_tiles/labels.csv (path,label,patient)
+    brain_slabs: Path  # the 3D task: an MSD folder of 2 mm slabs with tissue labels
+    pretrain_tiles: Path  # CSV path,source: every unlabelled image SimCLR trains on
 
 
 @dataclass
 class DemoResult:
-    """Where the demo put its inputs and outputs, and what the plot shows."""
+    """Where the demo put everything, and the tables it printed."""
 
-    inputs: Path
-    embeddings: Path
-    plot: Path
-    summary: EmbedSummary
-    points: dict[str, np.ndarray]  # source group -> its (n, 2) PCA coordinates, as drawn
-
-
-def write_demo_inputs(folder: Path) -> dict[str, str]:
-    """Write the demo images into `folder`; returns {file name: source group} for the plot."""
-    folder.mkdir(parents=True, exist_ok=True)
-    groups: dict[str, str] = {}
-    pydicom_data = require("pydicom.data", "demo", "the demo's DICOM files")
-    for name, group in (("CT_small.dcm", "CT (pydicom)"), ("MR_small.dcm", "MR (pydicom)")):
-        shutil.copyfile(pydicom_data.get_testdata_file(name), folder / name)
-        groups[name] = group
-
-    skimage_data = require("skimage.data", "demo", "the demo's histology and fundus images")
-    from PIL import Image
-
-    ihc = skimage_data.immunohistochemistry()
-    for i in range(4):
-        r, c = divmod(i, 2)
-        name = f"ihc_tile{i}.png"
-        Image.fromarray(ihc[r * 256 : (r + 1) * 256, c * 256 : (c + 1) * 256]).save(folder / name)
-        groups[name] = "histology IHC (skimage)"
-    retina = skimage_data.retina()
-    Image.fromarray(retina).resize((512, 512)).save(folder / "retina.jpg", quality=92)
-    groups["retina.jpg"] = "fundus (skimage)"
-
-    datasets = require("nilearn.datasets", "demo", "the demo's MNI152 template")
-    nib = require("nibabel")
-    template = datasets.load_mni152_template(resolution=2)
-    volume = np.asarray(template.dataobj, dtype=np.float32)
-    zooms = template.header.get_zooms()
-    for z in np.linspace(25, volume.shape[2] - 25, 6).astype(int):
-        name = f"mni152_axial_z{z:03d}.nii.gz"
-        image = nib.Nifti1Image(volume[:, :, z : z + 1], np.diag([*zooms[:3], 1.0]))
-        nib.save(image, str(folder / name))
-        groups[name] = "brain MRI T1 (MNI152)"
-    return groups
+    out: Path
+    data: DemoData
+    encoders: dict[str, Path]  # "simclr" / "genesis" -> the pretrained weights
+    studies: dict[str, Path]  # "2d" / "3d" -> the study folder (report.html inside)
+    tables: dict[str, str] = field(default_factory=dict)
+    embedding_map: Path | None = None
 
 
-def plot_projection(
-    embeddings: np.ndarray, labels: list[str], path: Path, title: str
-) -> dict[str, np.ndarray]:
-    """Scatter of the first two principal components, one colour per source group.
-
-    Returns {group: (n, 2) coordinates} read back from the figure's scatter layers, in row order.
-    """
-    matplotlib = require("matplotlib", "demo", "the demo's plot")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    centred = embeddings - embeddings.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    xy = centred @ vt[:2].T
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    for group in sorted(set(labels)):
-        mask = np.array([label == group for label in labels])
-        ax.scatter(xy[mask, 0], xy[mask, 1], s=40, label=group)
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    # read off the figure, not the inputs, so that this reports what was actually drawn
-    drawn = {layer.get_label(): np.asarray(layer.get_offsets()) for layer in ax.collections}
-    plt.close(fig)
-    return drawn
-
-
-def run_demo(out: Path, model_name: str = DEMO_MODEL) -> DemoResult:
-    """Write the inputs, embed them (preset 'auto': CT window, MRI percentiles, RGB, gray), plot."""
-    import pyarrow.parquet as pq
+def run_demo(out: str | Path, scale: DemoScale = FULL, device: str = "cpu") -> DemoResult:
+    """Every stage of the demo into `out` (resuming what is there); see the module docstring."""
+    from medfound.tasks.study import run_study
+    from medfound.tasks.study_table import summary_table
 
     out = Path(out)
-    inputs = out / "inputs"
-    groups = write_demo_inputs(inputs)
-    embeddings = out / "embeddings.parquet"
-    summary = embed(
-        [inputs],
-        embeddings,
-        model_name=model_name,
-        random_init=True,
-        options=EmbedOptions(preset="auto", batch_size=4),
+    data = write_demo_data(out / "data")
+    encoders = {
+        "simclr": pretrain_2d(out / "runs" / "simclr", data.pretrain_tiles, scale, device),
+        "genesis": pretrain_3d(out / "runs" / "genesis", data.brain_slabs, scale, device),
+    }
+    result = DemoResult(out, data, encoders, studies={})
+    for name, config in (
+        ("2d", study_2d(data, encoders["simclr"], scale, device)),
+        ("3d", study_3d(data, encoders["genesis"], scale, device)),
+    ):
+        folder = out / "studies" / name
+        log.info("demo: %s study into %s", name, folder)
+        run_study(config, folder)
+        result.studies[name] = folder
+        result.tables[name] = summary_table(folder)
+    result.embedding_map = embedding_map(out, data, encoders["simclr"], device)
+    return result
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def write_demo_data(folder: Path) -> DemoData:
+    """The example data (1 mm slices, IHC tiles), the brain at 2 mm in slabs, and the CSV of the
+    unlabelled pretraining tiles. Parts already written are kept."""
+    if not (folder / "README.txt").is_file():
+        write_example_data(folder)
+    slabs = folder / f"brain_{BRAIN_MM}mm"
+    if not (slabs / "dataset.json").is_file():
+        write_tissue_volume(slabs, load_brain(BRAIN_MM), slabs=BRAIN_SLABS)
+    tiles = folder / "pretrain_tiles.csv"
+    if not tiles.is_file():
+        _write_pretrain_tiles(folder, tiles)
+    return DemoData(folder / "ihc_tiles" / "labels.csv", slabs, tiles)
+
+
+def _write_pretrain_tiles(folder: Path, csv_path: Path) -> None:
+    """pretrain_tiles.csv (path,source): the IHC tiles, the brain slices (images, not masks), the
+    fundus photograph cut into tiles, and pydicom's CT and MR slices."""
+    from PIL import Image
+
+    skimage_data = require("skimage.data", "demo", "the demo's fundus image")
+    pydicom_data = require("pydicom.data", "demo", "the demo's CT and MR files")
+    rows = [(str(p.relative_to(folder)), "histology IHC") for p in _sorted(folder, "ihc_tiles/*/*")]
+    rows += [
+        (str(p.relative_to(folder)), "brain MRI T1")
+        for p in _sorted(folder, "tissue_slices/slice*.png")
+        if not p.stem.endswith("_mask")
+    ]
+    fundus = folder / "fundus_tiles"
+    fundus.mkdir(parents=True, exist_ok=True)
+    retina = np.asarray(Image.fromarray(skimage_data.retina()).resize((8 * TILE, 8 * TILE)))
+    for r in range(8):
+        for c in range(8):
+            tile = retina[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE]
+            if tile.mean() < 10:  # the black surround of the photograph
+                continue
+            path = fundus / f"tile_r{r}_c{c}.png"
+            atomic_write(path, lambda tmp, t=tile: Image.fromarray(t).save(tmp, format="PNG"))
+            rows.append((str(path.relative_to(folder)), "fundus"))
+    for name, source in (("CT_small.dcm", "CT"), ("MR_small.dcm", "MR")):
+        shutil.copyfile(pydicom_data.get_testdata_file(name), folder / name)
+        rows.append((name, source))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "source"])
+            writer.writerows(rows)
+
+    atomic_write(csv_path, write)
+
+
+def _sorted(folder: Path, pattern: str) -> list[Path]:
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
+# --- pretraining ------------------------------------------------------------------------------
+
+_QUIET = {"progress": False, "tensorboard": False, "log_every": 10}
+
+
+def pretrain_2d(run: Path, tiles: Path, scale: DemoScale, device: str) -> Path:
+    """SimCLR on the pretraining tiles from random initialisation (said out loud: no weights can
+    be downloaded); returns the encoder file. A finished run is reused, a cut one resumed."""
+    from medfound.tasks.pretrain import pretrain_simclr
+
+    weights = run / "encoder.safetensors"
+    if not weights.is_file():
+        resume = (run / "config.yaml").is_file()
+        overrides = {
+            **_QUIET,
+            "data": [str(tiles)],
+            "model": ENCODER_2D,
+            "init": "random",
+            "image_size": TILE,
+            "batch_size": 32,
+            "max_steps": scale.simclr_steps,
+            "optimizer": "lars",
+            "lr": 0.3,
+            "lr_scaling": "none",
+            "warmup_epochs": 1.0,
+            "temperature": 0.2,
+            "checkpoint_every": 50,
+            "device": device,
+            "workers": 0,
+        }
+        log.info("demo: SimCLR pretraining into %s", run)
+        pretrain_simclr(run, overrides=None if resume else overrides, resume=resume)
+    return weights
+
+
+def pretrain_3d(run: Path, slabs: Path, scale: DemoScale, device: str) -> Path:
+    """Models Genesis on sub-volumes of the brain slabs; returns the pretrained U-Net file."""
+    from medfound.tasks.pretrain_genesis import pretrain_genesis
+
+    weights = run / "genesis.safetensors"
+    if not weights.is_file():
+        resume = (run / "config.yaml").is_file()
+        overrides = {
+            **_QUIET,
+            "data": [str(slabs / "imagesTr")],
+            "model": ENCODER_3D,
+            "modality": "mri",
+            "cube": "32,32,8",
+            "cubes_per_volume": 4,
+            "batch_size": 8,
+            "max_steps": scale.genesis_steps,
+            "warmup_epochs": 0.0,
+            "checkpoint_every": 50,
+            "device": device,
+            "workers": 0,
+        }
+        log.info("demo: Models Genesis pretraining into %s", run)
+        pretrain_genesis(run, overrides=None if resume else overrides, resume=resume)
+    return weights
+
+
+# --- the studies ------------------------------------------------------------------------------
+
+
+def _study(
+    task: dict,
+    encoders: list[dict],
+    protocols: list[str],
+    fractions: tuple[float, ...],
+    finetune: dict,
+    scale: DemoScale,
+    device: str,
+    **fields,
+) -> StudyConfig:
+    config = from_dict(
+        StudyConfig,
+        {
+            "tasks": [task],
+            "encoders": encoders,
+            "protocols": protocols,
+            "fractions": list(fractions),
+            "seeds": list(scale.seeds),
+            "bootstrap": scale.bootstrap,
+            "finetune": {**finetune, "tensorboard": False, "early_stop_patience": None},
+            "device": device,
+            "workers": 0,
+            **fields,
+        },
     )
-    table = pq.read_table(embeddings).to_pydict()
-    vectors = np.asarray(table["embedding"], dtype=np.float32)
-    labels = [groups.get(Path(p).name, "other") for p in table["path"]]
-    plot = out / "embeddings_pca.png"
-    points = plot_projection(
-        vectors, labels, plot, f"{model_name} (random init): PCA of {len(labels)} embeddings"
+    config.validate()
+    return config
+
+
+def study_2d(data: DemoData, simclr: Path, scale: DemoScale, device: str) -> StudyConfig:
+    """DAB-stain class of the IHC tiles: k-NN, linear probe and fine-tuning, SimCLR vs scratch."""
+    task = {
+        "name": "ihc_dab",
+        "kind": "classify",
+        "data": str(data.ihc_labels.resolve()),
+        "options": {"image_size": TILE},
+    }
+    encoders = [
+        {"name": "scratch", "model": ENCODER_2D, "init": "random"},
+        {"name": "simclr", "model": ENCODER_2D, "init": str(simclr.resolve())},
+    ]
+    finetune = {
+        "max_steps": scale.finetune_steps_2d,
+        "batch_size": 16,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "validate_every": max(1, scale.finetune_steps_2d // 4),
+    }
+    protocols = ["knn", "linear_probe", "finetune"]
+    # of the 16 patients (2x2 blocks of tiles), 4 for the test, 2 for validation, 10 for training
+    return _study(
+        task,
+        encoders,
+        protocols,
+        scale.fractions_2d,
+        finetune,
+        scale,
+        device,
+        test_fraction=0.25,
+        val_fraction=0.125,
     )
-    return DemoResult(inputs, embeddings, plot, summary, points)
+
+
+def study_3d(data: DemoData, genesis: Path, scale: DemoScale, device: str) -> StudyConfig:
+    """Grey/white matter/CSF segmentation of the 2 mm brain slabs, Genesis vs scratch."""
+    task = {
+        "name": "brain_tissue",
+        "kind": "segment",
+        "data": str(data.brain_slabs.resolve()),
+        "options": {"patch": "32,32,8", "patches_per_image": 4, "overlap": 0.25},
+    }
+    encoders = [
+        {"name": "scratch", "model": ENCODER_3D, "init": "random"},
+        {"name": "genesis", "model": ENCODER_3D, "init": str(genesis.resolve())},
+    ]
+    finetune = {
+        "max_steps": scale.finetune_steps_3d,
+        "batch_size": 8,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "validate_every": max(1, scale.finetune_steps_3d // 3),
+    }
+    # of the 8 slabs, 2 for the test, 1 for validation, 5 for training
+    return _study(
+        task,
+        encoders,
+        ["segment"],
+        scale.fractions_3d,
+        finetune,
+        scale,
+        device,
+        test_fraction=0.25,
+        val_fraction=0.125,
+    )
+
+
+# --- the embedding map ------------------------------------------------------------------------
+
+
+def embedding_map(out: Path, data: DemoData, simclr: Path, device: str) -> Path:
+    """The SimCLR encoder's embeddings of every pretraining tile, mapped by PCA, one colour per
+    source image kind."""
+    from medfound.tasks.embed import EmbedOptions, embed
+    from medfound.tasks.plot_embeddings import plot_embeddings
+
+    parquet = out / "embeddings_simclr.parquet"
+    options = EmbedOptions(image_size=TILE, batch_size=32, device=device, workers=0, progress=False)
+    embed([data.pretrain_tiles], parquet, weights=simclr, options=options)
+    result = plot_embeddings(
+        parquet, out / "embedding_map.png", color_by="source", labels=data.pretrain_tiles
+    )
+    return result.image

@@ -22,7 +22,7 @@ from medfound.data.splits import write_splits
 from medfound.engine.distributed import local_rank, resolve_device
 from medfound.engine.trainer import TrainSummary, train
 from medfound.errors import ConfigError
-from medfound.io.presets import get_preset
+from medfound.io.presets import Preset, get_preset
 from medfound.methods.classification import (
     ClassificationMethod,
     Classifier,
@@ -93,7 +93,7 @@ def finetune_classify(
         counts["unused"] = int(np.sum(splits == "unused"))
     log.info("items per split: %s (%s)", counts, table.kind)
 
-    preset = get_preset(config.preset or encoder.card.preset)
+    preset = reading_preset(config.preset or encoder.card.preset, config.image_size)
     shape = input_shape(encoder.card, config.image_size)
     dataset = LabelledImageDataset(table, train_idx, preset, **shape)
     val_dataset = LabelledImageDataset(table, val_idx, preset, **shape)
@@ -119,7 +119,7 @@ def finetune_classify(
         provenance=provenance(
             config, _PATH_FIELDS, encoder, {"items": len(table), "classes": list(table.classes)}
         ),
-        reading={"preset": preset.name, "input_size": shape["native_size"]},
+        reading={"preset": preset.name, "input_size": preset.size or shape["native_size"]},
     )
     summary = train(
         method,
@@ -139,6 +139,12 @@ def finetune_classify(
     evaluated = test_idx if len(test_idx) else val_idx
     result.metrics = _evaluate(run_dir, table, evaluated, preset, config, counts)
     return result
+
+
+def reading_preset(name: str, image_size: int | None) -> Preset:
+    """The reading preset `name`, at `image_size` when given: the size asked for must win over the
+    preset's own (the path preset's 224 would otherwise be read whatever image_size said)."""
+    return get_preset(name, size=image_size) if image_size is not None else get_preset(name)
 
 
 def input_shape(card, image_size: int | None) -> dict:

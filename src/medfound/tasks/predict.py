@@ -20,9 +20,9 @@ from medfound.data.sources import collect_sources
 from medfound.engine.distributed import resolve_device
 from medfound.errors import ConfigError, WeightsError
 from medfound.files import atomic_write
-from medfound.io.presets import get_preset
 from medfound.methods.classification import WEIGHTS_FILE as CLASSIFIER_FILE
 from medfound.methods.classification import load_classifier, probabilities
+from medfound.tasks.finetune_classify import reading_preset
 from medfound.tasks.inference import run_over
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,13 @@ def _classify(run_dir, inputs, out: Path, batch_size, device, workers) -> Predic
     card = classifier.encoder.card
     sources, problems = _sources(inputs, card.spatial_dims)
     shape = card.preprocess_args()
-    if task.get("input_size") is not None:
-        size = task["input_size"]
+    size = task.get("input_size")
+    if size is not None:
         shape["native_size"] = tuple(size) if isinstance(size, list) else size
-    preset = get_preset(task.get("preset") or card.preset)
+    # read at the size the classifier was trained at (a 2D size; 3D ones are the model's shape)
+    preset = reading_preset(
+        task.get("preset") or card.preset, size if isinstance(size, int) else None
+    )
     dataset = ImageDataset(sources, preset, **shape)
     kind, classes = task["kind"], task["classes"]
 
