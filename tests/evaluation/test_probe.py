@@ -93,7 +93,8 @@ def test_knn_matches_brute_force_numpy():
     expected = np.zeros((10, 3))
     for i, row in enumerate(similarity):
         nearest = np.argsort(-row)[:k]
-        expected[i] = np.bincount(y[nearest], minlength=3) / k
+        weights = np.exp(row[nearest] / 0.07)
+        expected[i] = np.bincount(y[nearest], weights=weights, minlength=3) / weights.sum()
     # the training vectors were rescaled row-wise: cosine neighbours are those of `train`
     np.testing.assert_allclose(probe.predict_scores(test), expected)
     assert probe.neighbours == {0: 7, 1: 7, 2: 7}
@@ -108,10 +109,14 @@ def test_knn_multilabel_uses_known_rows_and_caps_k():
     targets[5:, 0] = np.nan  # 5 known rows for class 0
     probe = fit_knn(X, targets, "multilabel", k=20)
     assert probe.neighbours == {0: 5, 1: 12}
-    scores = probe.predict_scores(rng.normal(size=(3, 4)))
-    # k capped at the known rows: every item's neighbours are all of them
-    np.testing.assert_allclose(scores[:, 0], 3 / 5)
-    np.testing.assert_allclose(scores[:, 1], targets[:, 1].mean())
+    # k capped at the known rows: every item's neighbours are all of them, and the weighted votes
+    # still rank items by their nearest rows (uniform votes would give every item 3/5)
+    queries = rng.normal(size=(3, 4))
+    scores = probe.predict_scores(queries)
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    weights = np.exp(unit(queries) @ unit(X[:5]).T / 0.07)
+    np.testing.assert_allclose(scores[:, 0], weights @ targets[:5, 0] / weights.sum(axis=1))
+    assert np.ptp(scores[:, 0]) > 0.05
 
 
 def test_a_single_training_class_gives_a_constant_score():

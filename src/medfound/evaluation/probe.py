@@ -20,6 +20,7 @@ from medfound.evaluation.classification import Kind, check_kind
 DEFAULT_CS = tuple(10.0**e for e in range(-4, 3))
 DEFAULT_FOLDS = 5
 DEFAULT_K = 20
+KNN_TEMPERATURE = 0.07  # DINO's k-NN weights exp(cosine / 0.07)
 
 
 @dataclass
@@ -93,8 +94,9 @@ def fit_knn(
     n_classes: int | None = None,
 ) -> Probe:
     """k nearest neighbours by cosine similarity (Euclidean on L2-normalised embeddings, the same
-    order); a class's score is its share among the neighbours. k is capped by the training items
-    (per class for multilabel: those with a known label)."""
+    order); a class's score is its share of the neighbours' votes, each weighted by
+    exp(cosine / 0.07) as in DINO. k is capped by the training items (per class for multilabel:
+    those with a known label)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     X, targets, n_classes = _inputs(X, targets, kind, n_classes)
@@ -280,8 +282,11 @@ class _Constant:
 
 
 class _Knn:
-    """Uniform-weight k-NN: the mean of the neighbours' label rows (scikit-learn's brute-force
-    search; KNeighborsClassifier averages the same way but only for one output)."""
+    """Similarity-weighted k-NN (DINO's evaluation protocol): a class's score is the share of the
+    neighbours' votes weighted by exp(cosine / KNN_TEMPERATURE). Uniform votes would make every
+    item's score the same once k reaches the training items (a small label subset), so the k-NN of a
+    1% subset would say nothing; weighted votes still rank the items. Written here: scikit-learn's
+    KNeighborsClassifier weighs only by inverse distance and scores one output."""
 
     def __init__(self, X, labels, k):
         from sklearn.neighbors import NearestNeighbors
@@ -290,5 +295,9 @@ class _Knn:
         self.labels, self.k = labels, k
 
     def predict(self, X):
-        neighbours = self.index.kneighbors(_l2_normalised(X), return_distance=False)
-        return self.labels[neighbours].mean(axis=1)
+        distances, neighbours = self.index.kneighbors(_l2_normalised(X))
+        cosine = 1.0 - distances**2 / 2  # unit vectors: |a - b|^2 = 2 - 2 cos
+        # shifted by each row's largest before exp: the same weights, no overflow
+        weights = np.exp((cosine - cosine.max(axis=1, keepdims=True)) / KNN_TEMPERATURE)
+        votes = np.einsum("nk,nkc->nc", weights, self.labels[neighbours])
+        return votes / weights.sum(axis=1, keepdims=True)
