@@ -274,3 +274,51 @@ def test_checkpoints_are_kept_when_asked(config, tmp_path):
     run_study(one_cell, tmp_path / "kept")
     (cell,) = (tmp_path / "kept" / "cells").iterdir()
     assert list((cell / "run" / "checkpoints").glob("*.pt"))
+
+
+def test_a_fine_tuning_cell_cut_mid_run_resumes_from_its_checkpoint(config, tmp_path, caplog):
+    import dataclasses
+    import logging
+
+    from medfound.engine import trainer
+
+    one_cell = dataclasses.replace(
+        config,
+        tasks=config.tasks[:1],
+        encoders=config.encoders[:1],
+        protocols=["finetune"],
+        fractions=[1.0],
+        seeds=[0],
+        finetune={
+            **config.finetune,
+            "max_steps": 4,
+            "checkpoint_every": 1,
+            "validate_every": 4,
+            "log_every": 1,
+        },
+    )
+    real, steps = trainer._Loop._step, []
+
+    def cut(self, *args):
+        if len(steps) == 2:
+            raise KeyboardInterrupt("cut")
+        steps.append(1)
+        return real(self, *args)
+
+    trainer._Loop._step = cut
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_study(one_cell, tmp_path / "cut")
+    finally:
+        trainer._Loop._step = real
+    (cell,) = (tmp_path / "cut" / "cells").iterdir()
+    assert not (cell / "result.json").exists()
+    with caplog.at_level(logging.INFO, logger="medfound.engine.trainer"):
+        again = run_study(one_cell, tmp_path / "cut")
+    assert again.computed == [cell.name]
+    assert any(
+        "resumed from" in r.getMessage() and "step-00000002" in r.getMessage()
+        for r in caplog.records
+    )
+    with open(cell / "run" / "metrics.csv") as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4]

@@ -59,9 +59,9 @@ class DemoScale:
 
 FULL = DemoScale(
     simclr_steps=150,
-    genesis_steps=200,
-    finetune_steps_2d=40,
-    finetune_steps_3d=60,
+    genesis_steps=400,
+    finetune_steps_2d=30,
+    finetune_steps_3d=40,
     fractions_2d=(0.25, 0.5, 1.0),
     fractions_3d=(0.2, 0.6, 1.0),
     seeds=(0, 1, 2),
