@@ -114,3 +114,9 @@ def test_summary_of_one_seed_uses_its_bootstrap_interval():
     assert summarise_seeds([None, float("nan")], ci_single=(0.7, 0.9)) == (None,) * 4
     two = summarise_seeds([0.8, 0.9, None])
     assert two[2] == pytest.approx(0.85 - stats.t.ppf(0.975, 1) * stats.sem([0.8, 0.9]))
+
+
+def test_seeds_that_all_agree_fall_back_to_the_bootstrap_interval():
+    # a deterministic cell (all labels, frozen encoder, k-NN): a zero-width t-interval would claim
+    # certainty the patient bootstrap does not support
+    assert summarise_seeds([0.9, 0.9, 0.9], ci_single=(0.8, 0.97)) == (0.9, 0.0, 0.8, 0.97)

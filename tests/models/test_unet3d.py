@@ -39,8 +39,10 @@ def test_the_small_card_is_the_same_network_a_quarter_as_wide():
     with torch.inference_mode():
         assert model.embed(x).shape == (2, 128)
         assert model.network(x).shape == x.shape
-    with pytest.raises(UnknownModelError, match="unet3d-genesis-wide"):
-        genesis_width("unet3d-genesis-wide")
+    assert genesis_width("unet3d-genesis") == 32 and genesis_width("unet3d-genesis-w16") == 16
+    for bad in ("unet3d-genesis-wide", "unet3d-genesis-w", "unet3d-genesis-w0", "unet3d-w8"):
+        with pytest.raises(UnknownModelError, match=bad):
+            genesis_width(bad)
 
 
 @pytest.mark.parametrize("size", [(16, 16, 8), (24, 8, 40)])

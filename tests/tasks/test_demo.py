@@ -72,7 +72,7 @@ def test_the_brain_is_split_by_slab_and_the_tiles_by_block(demo):
 
 def test_the_embedding_map_shows_every_pretraining_tile_by_source(demo):
     out, printed = demo
-    tiles = _rows(out / "data" / "pretrain_tiles.csv")
+    tiles = _rows(out / "data" / "pretrain" / "tiles.csv")
     points = _rows(out / "embedding_map.csv")
     assert len(points) == len(tiles) > 150
     assert {p["value"] for p in points} == {"histology IHC", "brain MRI T1", "fundus", "CT", "MR"}
@@ -89,5 +89,31 @@ def test_a_second_run_reuses_every_stage(demo):
     before = [p.stat().st_mtime_ns for p in kept]
     again = CliRunner().invoke(app, ["demo", "--smoke", "--out", str(out)])
     assert again.exit_code == 0, again.output
-    assert [p.stat().st_mtime_ns for p in kept] == before and len(kept) == 2 + 12 + 2
+    assert [p.stat().st_mtime_ns for p in kept] == before and len(kept) == 2 + 12 + 4
     assert len(SMOKE.seeds) == 1 and "mean +- SD over 1 seed" in again.output
+
+
+def test_a_folder_of_another_scale_is_refused_and_a_cut_data_part_is_written_again(demo, tmp_path):
+    import dataclasses
+
+    from medfound.errors import ConfigError
+    from medfound.tasks import demo as demo_module
+
+    out, _ = demo
+    with pytest.raises(ConfigError, match="holds a demo run at another scale"):
+        demo_module.run_demo(out, dataclasses.replace(SMOKE, name="other", simclr_steps=3))
+
+    def dying(folder):
+        (folder / "fundus").mkdir(parents=True)
+        raise KeyboardInterrupt("cut")
+
+    real = demo_module._write_pretrain_tiles
+    demo_module._write_pretrain_tiles = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            demo_module.write_demo_data(tmp_path / "data")
+    finally:
+        demo_module._write_pretrain_tiles = real
+    assert not (tmp_path / "data" / "pretrain").exists()  # no half-written part taken as done
+    data = demo_module.write_demo_data(tmp_path / "data")
+    assert len(_rows(data.pretrain_tiles)) == len(_rows(out / "data" / "pretrain" / "tiles.csv"))

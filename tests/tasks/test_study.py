@@ -259,36 +259,33 @@ def test_each_fine_tuning_cell_trained_on_its_subset_and_kept_only_its_weights(f
         assert list((cell / "run").glob("*.safetensors"))
 
 
-def test_checkpoints_are_kept_when_asked(config, tmp_path):
+def _one_fine_tuning_cell(config: StudyConfig, **changes) -> StudyConfig:
     import dataclasses
 
-    one_cell = dataclasses.replace(
+    return dataclasses.replace(
         config,
         tasks=config.tasks[:1],
         encoders=config.encoders[:1],
         protocols=["finetune"],
         fractions=[1.0],
         seeds=[0],
-        keep_checkpoints=True,
+        **changes,
     )
-    run_study(one_cell, tmp_path / "kept")
+
+
+def test_checkpoints_are_kept_when_asked(config, tmp_path):
+    run_study(_one_fine_tuning_cell(config, keep_checkpoints=True), tmp_path / "kept")
     (cell,) = (tmp_path / "kept" / "cells").iterdir()
     assert list((cell / "run" / "checkpoints").glob("*.pt"))
 
 
 def test_a_fine_tuning_cell_cut_mid_run_resumes_from_its_checkpoint(config, tmp_path, caplog):
-    import dataclasses
     import logging
 
     from medfound.engine import trainer
 
-    one_cell = dataclasses.replace(
+    one_cell = _one_fine_tuning_cell(
         config,
-        tasks=config.tasks[:1],
-        encoders=config.encoders[:1],
-        protocols=["finetune"],
-        fractions=[1.0],
-        seeds=[0],
         finetune={
             **config.finetune,
             "max_steps": 4,

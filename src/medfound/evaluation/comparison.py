@@ -110,7 +110,9 @@ def summarise_seeds(
     With n >= 2 defined values: the sample SD (ddof 1) and the t-interval of the mean, mean -/+
     t_{(1+level)/2, n-1} * sd / sqrt(n). With one: that value, sd None, and `ci_single` (that run's
     patient-level bootstrap interval). With none: all None. None, NaN and infinite values are left
-    out (count the rest with `defined_values`).
+    out (count the rest with `defined_values`). When every seed gave the same value (a deterministic
+    cell: all labels, a frozen encoder and a k-NN), the spread over seeds says nothing about the
+    uncertainty: sd 0 and `ci_single`, the bootstrap interval, as for one seed.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie in (0, 1), got {level}")
@@ -125,6 +127,9 @@ def summarise_seeds(
     from scipy import stats
 
     sd = float(np.std(kept, ddof=1))
+    if sd == 0.0:
+        low, high = ci_single
+        return mean, 0.0, low, high
     half = float(stats.t.ppf((1.0 + level) / 2.0, n - 1)) * sd / math.sqrt(n)
     return mean, sd, mean - half, mean + half
 

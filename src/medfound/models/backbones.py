@@ -173,10 +173,12 @@ def genesis_width(architecture: str) -> int:
     (32), "unet3d-genesis-wN" the same network N/32 as wide."""
     from medfound.models.unet3d import ORIGINAL_WIDTH
 
-    base, _, suffix = architecture.partition("-w")
-    if base != "unet3d-genesis" or (suffix and not suffix.isdigit()):
+    base, sep, suffix = architecture.partition("-w")
+    if base == "unet3d-genesis" and not sep:
+        return ORIGINAL_WIDTH
+    if base != "unet3d-genesis" or not suffix.isdigit() or int(suffix) < 1:
         raise UnknownModelError(f"unknown Genesis architecture {architecture!r}")
-    return int(suffix) if suffix else ORIGINAL_WIDTH
+    return int(suffix)
 
 
 def build_model(card: ModelCard) -> FoundationModel:

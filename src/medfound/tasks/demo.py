@@ -8,8 +8,9 @@ ship inside installed packages, on CPU in about ten minutes. Small smoke studies
 - 2D: SimCLR pretraining of a small ResNet (`timm:resnet10t`) on tiles of scikit-image's
   immunohistochemistry and fundus images, the template's axial slices and pydicom's CT and MR, then a
   k-NN, a linear probe and a fine-tune for the IHC tiles' DAB-stain class (derived from colour
-  deconvolution; patients = 2x2 blocks of neighbouring tiles, so no tile's neighbours cross the
-  split), against the same network from scratch.
+  deconvolution, so an easy label), against the same network from scratch. Patients are 2x2 blocks
+  of neighbouring tiles: a split never cuts a block, though tiles on a block's edge touch tiles of
+  other blocks (one slide offers no other source images to split by).
 
 Self-supervised pretraining sees the pixels of every image, test images included (never a label):
 with one brain and one slide nothing else is possible, and the printout says so. Each stage resumes:
@@ -17,6 +18,8 @@ run the demo again into the same folder and finished stages are reused.
 """
 
 import csv
+import dataclasses
+import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ import numpy as np
 
 from medfound._optional import require
 from medfound.engine.config import from_dict
+from medfound.errors import ConfigError
 from medfound.files import atomic_write
 from medfound.tasks.example_data import load_brain, write_example_data, write_tissue_volume
 from medfound.tasks.study_config import StudyConfig
@@ -47,6 +51,7 @@ NOTICE = (
 class DemoScale:
     """How much the demo trains: FULL for `make demo`, SMOKE for the tests."""
 
+    name: str
     simclr_steps: int
     genesis_steps: int
     finetune_steps_2d: int
@@ -58,6 +63,7 @@ class DemoScale:
 
 
 FULL = DemoScale(
+    name="full",
     simclr_steps=150,
     genesis_steps=400,
     finetune_steps_2d=30,
@@ -68,12 +74,13 @@ FULL = DemoScale(
     bootstrap=200,
 )
 SMOKE = DemoScale(
+    name="smoke",
     simclr_steps=2,
     genesis_steps=2,
     finetune_steps_2d=2,
     finetune_steps_3d=2,
     fractions_2d=(0.5, 1.0),
-    fractions_3d=(1.0,),
+    fractions_3d=(0.2, 1.0),  # 0.2: one slab, less than a batch of patches
     seeds=(0,),
     bootstrap=20,
 )
@@ -85,7 +92,7 @@ class DemoData:
 
     ihc_labels: Path  # the 2D task: ihc_tiles/labels.csv (path,label,patient)
     brain_slabs: Path  # the 3D task: an MSD folder of 2 mm slabs with tissue labels
-    pretrain_tiles: Path  # CSV path,source: every unlabelled image SimCLR trains on
+    pretrain_tiles: Path  # pretrain/tiles.csv (path,source): every unlabelled image SimCLR sees
 
 
 @dataclass
@@ -106,6 +113,7 @@ def run_demo(out: str | Path, scale: DemoScale = FULL, device: str = "cpu") -> D
     from medfound.tasks.study_table import summary_table
 
     out = Path(out)
+    _claim(out, scale)
     data = write_demo_data(out / "data")
     encoders = {
         "simclr": pretrain_2d(out / "runs" / "simclr", data.pretrain_tiles, scale, device),
@@ -125,58 +133,84 @@ def run_demo(out: str | Path, scale: DemoScale = FULL, device: str = "cpu") -> D
     return result
 
 
+def _claim(out: Path, scale: DemoScale) -> None:
+    """Record the scale in OUT/demo.json, or refuse a folder holding a demo of another scale (its
+    runs and studies would be continued with the wrong steps, or refused half-way)."""
+    record = out / "demo.json"
+    wanted = json.loads(json.dumps({"scale": dataclasses.asdict(scale)}))
+    if record.is_file():
+        found = json.loads(record.read_text()).get("scale", {})
+        if found != wanted["scale"]:
+            raise ConfigError(
+                f"{out} holds a demo run at another scale ({found.get('name', '?')}, this one is "
+                f"{scale.name}): choose another --out, or remove that folder"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(wanted, indent=2) + "\n"
+    atomic_write(record, lambda tmp: tmp.write_text(text))
+
+
 # --- data -------------------------------------------------------------------------------------
 
 
 def write_demo_data(folder: Path) -> DemoData:
-    """The example data (1 mm slices, IHC tiles), the brain at 2 mm in slabs, and the CSV of the
-    unlabelled pretraining tiles. Parts already written are kept."""
-    if not (folder / "README.txt").is_file():
-        write_example_data(folder)
-    slabs = folder / f"brain_{BRAIN_MM}mm"
-    if not (slabs / "dataset.json").is_file():
-        write_tissue_volume(slabs, load_brain(BRAIN_MM), slabs=BRAIN_SLABS)
-    tiles = folder / "pretrain_tiles.csv"
-    if not tiles.is_file():
-        _write_pretrain_tiles(folder, tiles)
-    return DemoData(folder / "ihc_tiles" / "labels.csv", slabs, tiles)
+    """Under `folder`: `example/` (the example data: 1 mm slices, IHC tiles), `brain_2mm/` (the
+    brain at 2 mm in slabs) and `pretrain/` (tiles.csv of the unlabelled pretraining images). Each
+    part is written in a `.partial` folder renamed when complete: a part is there whole or not at
+    all, so a demo killed while writing starts that part again."""
+    example = _write_once(folder / "example", write_example_data)
+    slabs = _write_once(
+        folder / f"brain_{BRAIN_MM}mm",
+        lambda tmp: write_tissue_volume(tmp, load_brain(BRAIN_MM), slabs=BRAIN_SLABS),
+    )
+    pretrain = _write_once(folder / "pretrain", _write_pretrain_tiles)
+    return DemoData(example / "ihc_tiles" / "labels.csv", slabs, pretrain / "tiles.csv")
 
 
-def _write_pretrain_tiles(folder: Path, csv_path: Path) -> None:
-    """pretrain_tiles.csv (path,source): the IHC tiles, the brain slices (images, not masks), the
-    fundus photograph cut into tiles, and pydicom's CT and MR slices."""
+def _write_once(folder: Path, write) -> Path:
+    if not folder.is_dir():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        write(partial)
+        partial.rename(folder)
+    return folder
+
+
+def _write_pretrain_tiles(folder: Path) -> None:
+    """tiles.csv (path,source): the IHC tiles and brain slices (images, not masks) of the sibling
+    `example/`, the fundus photograph cut into tiles, and pydicom's CT and MR slices."""
     from PIL import Image
 
     skimage_data = require("skimage.data", "demo", "the demo's fundus image")
     pydicom_data = require("pydicom.data", "demo", "the demo's CT and MR files")
-    rows = [(str(p.relative_to(folder)), "histology IHC") for p in _sorted(folder, "ihc_tiles/*/*")]
+    example = folder.parent / "example"
+    rows = [
+        (f"../example/{p.relative_to(example)}", "histology IHC")
+        for p in _sorted(example, "ihc_tiles/*/*")
+    ]
     rows += [
-        (str(p.relative_to(folder)), "brain MRI T1")
-        for p in _sorted(folder, "tissue_slices/slice*.png")
+        (f"../example/{p.relative_to(example)}", "brain MRI T1")
+        for p in _sorted(example, "tissue_slices/slice*.png")
         if not p.stem.endswith("_mask")
     ]
-    fundus = folder / "fundus_tiles"
-    fundus.mkdir(parents=True, exist_ok=True)
+    (folder / "fundus").mkdir(parents=True, exist_ok=True)
     retina = np.asarray(Image.fromarray(skimage_data.retina()).resize((8 * TILE, 8 * TILE)))
     for r in range(8):
         for c in range(8):
             tile = retina[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE]
             if tile.mean() < 10:  # the black surround of the photograph
                 continue
-            path = fundus / f"tile_r{r}_c{c}.png"
-            atomic_write(path, lambda tmp, t=tile: Image.fromarray(t).save(tmp, format="PNG"))
-            rows.append((str(path.relative_to(folder)), "fundus"))
+            name = f"fundus/tile_r{r}_c{c}.png"
+            Image.fromarray(tile).save(folder / name, format="PNG")
+            rows.append((name, "fundus"))
     for name, source in (("CT_small.dcm", "CT"), ("MR_small.dcm", "MR")):
         shutil.copyfile(pydicom_data.get_testdata_file(name), folder / name)
         rows.append((name, source))
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "source"])
-            writer.writerows(rows)
-
-    atomic_write(csv_path, write)
+    with open(folder / "tiles.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "source"])
+        writer.writerows(rows)
 
 
 def _sorted(folder: Path, pattern: str) -> list[Path]:
@@ -255,7 +289,6 @@ def _study(
     finetune: dict,
     scale: DemoScale,
     device: str,
-    **fields,
 ) -> StudyConfig:
     config = from_dict(
         StudyConfig,
@@ -269,7 +302,10 @@ def _study(
             "finetune": {**finetune, "tensorboard": False, "early_stop_patience": None},
             "device": device,
             "workers": 0,
-            **fields,
+            # 2D: of 16 patients (blocks of tiles) 4 for the test, 2 for validation, 10 for
+            # training; 3D: of the 8 slabs 2, 1 and 5
+            "test_fraction": 0.25,
+            "val_fraction": 0.125,
         },
     )
     config.validate()
@@ -296,18 +332,7 @@ def study_2d(data: DemoData, simclr: Path, scale: DemoScale, device: str) -> Stu
         "validate_every": max(1, scale.finetune_steps_2d // 4),
     }
     protocols = ["knn", "linear_probe", "finetune"]
-    # of the 16 patients (2x2 blocks of tiles), 4 for the test, 2 for validation, 10 for training
-    return _study(
-        task,
-        encoders,
-        protocols,
-        scale.fractions_2d,
-        finetune,
-        scale,
-        device,
-        test_fraction=0.25,
-        val_fraction=0.125,
-    )
+    return _study(task, encoders, protocols, scale.fractions_2d, finetune, scale, device)
 
 
 def study_3d(data: DemoData, genesis: Path, scale: DemoScale, device: str) -> StudyConfig:
@@ -329,18 +354,7 @@ def study_3d(data: DemoData, genesis: Path, scale: DemoScale, device: str) -> St
         "lr": 1e-3,
         "validate_every": max(1, scale.finetune_steps_3d // 3),
     }
-    # of the 8 slabs, 2 for the test, 1 for validation, 5 for training
-    return _study(
-        task,
-        encoders,
-        ["segment"],
-        scale.fractions_3d,
-        finetune,
-        scale,
-        device,
-        test_fraction=0.25,
-        val_fraction=0.125,
-    )
+    return _study(task, encoders, ["segment"], scale.fractions_3d, finetune, scale, device)
 
 
 # --- the embedding map ------------------------------------------------------------------------

@@ -165,8 +165,9 @@ def axial_view(plane: np.ndarray) -> np.ndarray:
 
 def write_tissue_slices(folder: Path, brain: Brain) -> dict:
     """Every SLICE_STEP-th axial slice through the brain as `sliceNNN.png` (8-bit gray, NNN = the
-    template's z index) and `sliceNNN_mask.png` (labels 0/1/2), `pairs.csv` (image,mask,patient,
-    patients = PSEUDO_PATIENTS groups of consecutive slices) and `labels.txt`. Returns counts."""
+    template's z index) and `sliceNNN_mask.png` (labels 0-3, TISSUE_CLASSES), `pairs.csv`
+    (image,mask,patient; patients = PSEUDO_PATIENTS groups of consecutive slices) and `labels.txt`.
+    Returns counts."""
     t1, labels, box = brain.t1, brain.labels, brain.box
     zs = _brain_slices(labels, box)[::SLICE_STEP]
     groups = np.array_split(zs, PSEUDO_PATIENTS)
@@ -195,7 +196,7 @@ def write_tissue_slices(folder: Path, brain: Brain) -> dict:
 def write_tissue_volume(folder: Path, brain: Brain, slabs: int = PSEUDO_PATIENTS) -> dict:
     """`slabs` slabs of consecutive axial slices through the brain (each the head's box)
     as NIfTI cases `imagesTr/brain_slabN.nii.gz` (T1, float32 in [0, 1]) with `labelsTr/` (uint8
-    labels 0/1/2), both with the template's geometry at their place, and an MSD `dataset.json`.
+    labels 0-3), both with the template's geometry at their place, and an MSD `dataset.json`.
     Slabs, not hemispheres: the template is symmetric, so a hemisphere would be the mirror image of
     the other. Returns counts."""
     nib = require("nibabel")

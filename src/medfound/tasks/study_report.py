@@ -60,7 +60,8 @@ PROTOCOLS = {
     "knn": (
         "k-NN",
         "The encoder is frozen. Each test image takes the label vote of its k nearest "
-        "training-subset images, by cosine similarity of their embeddings. Embeddings are "
+        "training-subset images (k 20, or the subset's size when smaller) by cosine similarity "
+        "of their embeddings, each vote weighted by exp(cosine / 0.07) as in DINO. Embeddings are "
         "computed once per encoder and cached, so every fraction and seed reuses them.",
     ),
     "linear_probe": (

@@ -33,9 +33,10 @@ def _task_table(task: str, metric: str, rows: list[dict]) -> str:
     for r in rows:
         cells.setdefault((r["protocol"], r["encoder"]), {})[float(r["fraction"])] = _mean_sd(r)
     header = ["protocol", "encoder", *(f"{100 * f:g}% labels" for f in fractions)]
-    body = [
+    order = {protocol: i for i, protocol in enumerate(dict.fromkeys(r["protocol"] for r in rows))}
+    body = [  # each protocol's encoders side by side, in the study's order
         [protocol, encoder, *(values.get(f, "") for f in fractions)]
-        for (protocol, encoder), values in cells.items()
+        for (protocol, encoder), values in sorted(cells.items(), key=lambda c: order[c[0][0]])
     ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
