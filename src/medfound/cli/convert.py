@@ -3,12 +3,11 @@
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from medfound.cli.errors import handles_errors
+from medfound.cli.errors import handles_errors, text_console
 
 app = typer.Typer(help="Convert released checkpoints into medfound weight files.")
-console = Console(stderr=True)
+console = text_console()
 
 
 @app.command("remedis")

@@ -5,10 +5,19 @@ import logging
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from medfound.errors import MedfoundError
 
-stderr = Console(stderr=True)
+
+def text_console(stderr: bool = True) -> Console:
+    """A console that prints text as it is: no markup, no highlighting. Messages carry paths and
+    commands such as `pip install 'medfound[extra]'`, whose brackets rich would take as markup and
+    drop."""
+    return Console(stderr=stderr, markup=False, highlight=False)
+
+
+stderr = text_console()
 
 
 def handles_errors(command):
@@ -20,7 +29,7 @@ def handles_errors(command):
         try:
             return command(*args, **kwargs)
         except MedfoundError as exc:
-            stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            stderr.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -3,16 +3,15 @@
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from medfound.cli.config_options import config_parameters, with_parameters
-from medfound.cli.errors import handles_errors
+from medfound.cli.errors import handles_errors, text_console
 from medfound.cli.pretrain import report_training
 from medfound.tasks.classify_config import ClassifyConfig
 from medfound.tasks.segment_config import SegmentConfig
 
 app = typer.Typer(help="Fine-tune an encoder with labels: classification or segmentation.")
-console = Console(stderr=True)
+console = text_console()
 
 
 def classify(

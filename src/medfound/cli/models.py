@@ -1,13 +1,12 @@
 """`medfound models` and `medfound models show NAME`."""
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from medfound.cli.errors import handles_errors
+from medfound.cli.errors import handles_errors, text_console
 
 app = typer.Typer(help="List the model zoo, or show one model's card.", no_args_is_help=False)
-console = Console()
+console = text_console(stderr=False)
 
 
 @app.callback(invoke_without_command=True)

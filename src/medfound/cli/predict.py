@@ -3,12 +3,11 @@
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from medfound.cli.errors import handles_errors
+from medfound.cli.errors import handles_errors, text_console
 from medfound.errors import skip_message
 
-console = Console(stderr=True)
+console = text_console()
 
 
 @handles_errors

@@ -3,16 +3,15 @@
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from medfound.cli.config_options import config_parameters, with_parameters
-from medfound.cli.errors import handles_errors
+from medfound.cli.errors import handles_errors, text_console
 from medfound.errors import skip_message
 from medfound.tasks.genesis_config import GenesisConfig
 from medfound.tasks.simclr_config import SimCLRConfig
 
 app = typer.Typer(help="Pretrain a foundation model on unlabeled images.")
-console = Console(stderr=True)
+console = text_console()
 
 
 def simclr(

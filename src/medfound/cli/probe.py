@@ -3,12 +3,11 @@
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from medfound.cli.errors import handles_errors
+from medfound.cli.errors import handles_errors, text_console
 
-console = Console(stderr=True)
-stdout = Console()
+console = text_console()
+stdout = text_console(stderr=False)
 
 
 @handles_errors

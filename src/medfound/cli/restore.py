@@ -3,13 +3,12 @@
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from medfound.cli.errors import handles_errors
+from medfound.cli.errors import handles_errors, text_console
 from medfound.errors import skip_message
 from medfound.sizes import parse_sizes
 
-console = Console(stderr=True)
+console = text_console()
 
 
 def _parse_roi(text: str | None) -> tuple[int, ...] | None:

@@ -3,11 +3,10 @@
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from medfound.cli.errors import handles_errors
+from medfound.cli.errors import handles_errors, text_console
 
-console = Console(stderr=True)
+console = text_console()
 
 
 @handles_errors

@@ -31,10 +31,8 @@ _QUANTITATIVE = {"CT", "MR", "PT", "NM"}
 # Technical attributes that may appear in outputs. Anything not listed here never leaves the reader.
 _SAFE_META = ("Modality", "PhotometricInterpretation", "BitsStored", "TransferSyntaxUID")
 
-_CODEC_HINT = (
-    "pip install 'medfound[dicom-codecs]' (pylibjpeg with its libjpeg and openjpeg plugins), "
-    "or pip install python-gdcm"
-)
+# The decoders installed with medfound (see the README's table of transfer syntaxes).
+_DECODERS = "pylibjpeg with its libjpeg, openjpeg and rle plugins"
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -48,17 +46,54 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def _read_dataset(path: Path, header_only: bool = False):
+    """The dataset of `path`. Files without the preamble and meta header (ACR-NEMA, some old
+    exports) are read with pydicom's force=True when what follows parses as a dataset with an image
+    (Rows and Columns); their transfer syntax is then the encoding pydicom found."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         return pydicom.dcmread(str(path), stop_before_pixels=header_only)
     except InvalidDicomError as exc:
-        raise ImageReadError(f"{path}: not a DICOM file ({exc})") from exc
+        headerless = _read_headerless(path, header_only)
+        if headerless is None:
+            raise ImageReadError(
+                f"{path}: not a DICOM file (no preamble or meta header, and the content does not "
+                f"parse as a DICOM image dataset: {exc})"
+            ) from exc
+        return headerless
     except Exception as exc:
         raise ImageReadError(
             f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def _read_headerless(path: Path, header_only: bool):
+    import pydicom
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=header_only, force=True)
+        if "Rows" not in ds or "Columns" not in ds:
+            return None
+    except Exception:
+        return None
+    _fill_transfer_syntax(ds, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+    return ds
+
+
+def _fill_transfer_syntax(ds, big, explicit, implicit) -> None:
+    """Give a dataset read without its meta header the transfer syntax of the encoding it was
+    read in (pixel decoding needs one)."""
+    from pydicom.dataset import FileMetaDataset
+
+    if not hasattr(ds, "file_meta") or ds.file_meta is None:
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit_vr, little_endian = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (
+            big if not little_endian else implicit if implicit_vr else explicit
+        )
 
 
 def _decode_pixels(ds, path: Path) -> np.ndarray:
@@ -70,8 +105,8 @@ def _decode_pixels(ds, path: Path) -> np.ndarray:
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         if syntax is not None and syntax.is_compressed:
             raise ImageReadError(
-                f"{path}: pixel data is compressed as {syntax.name} ({syntax}) and no installed "
-                f"decoder handles it; install one: {_CODEC_HINT}"
+                f"{path}: pixel data compressed as {syntax.name} ({syntax}) could not be decoded "
+                f"by the installed decoders ({_DECODERS}): {exc}"
             ) from exc
         raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({exc})") from exc
 
@@ -173,19 +208,26 @@ def read_dicom(path: Path, uids: UidPolicy | None = None) -> MedicalImage:
     samples = int(ds.get("SamplesPerPixel", 1))
     meta = _safe_meta(ds)
     spacing = _spacing_2d(ds)
+    bits = int(ds.get("BitsStored", 8) or 8)
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR" and samples == 1:
+        from pydicom.pixels import apply_color_lut
+
+        pixels, samples = apply_color_lut(pixels, ds), 3
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])  # the LUT entries' bits
     if samples == 3:
         # pydicom converts YBR colour spaces to RGB when decoding (its as_rgb default).
         rgb = pixels.astype(np.float32)
-        if frames > 1:
-            raise ImageReadError(f"{path}: multi-frame colour DICOM is not supported")
-        return MedicalImage(
-            np.moveaxis(rgb, -1, 0),
-            _source_id(path, ds, uids),
-            modality,
-            spacing,
-            (0.0, 255.0),
-            meta,
-        )
+        value_range = (0.0, float(2**bits - 1))
+        source_id = _source_id(path, ds, uids)
+        if frames == 1:
+            channels = np.moveaxis(rgb, -1, 0)
+            return MedicalImage(channels, source_id, modality, spacing, value_range, meta)
+        # a stack of colour frames (cine, secondary capture): (3, columns, rows, frames) as
+        # grayscale multi-frame files are, each channel through the same geometry
+        volumes = [_multiframe_volume(rgb[..., c], ds) for c in range(3)]
+        _, spacing, affine = volumes[0]
+        channels = np.stack([v[0] for v in volumes])
+        return MedicalImage(channels, source_id, modality, spacing, value_range, meta, affine)
     if samples != 1:
         raise ImageReadError(f"{path}: unsupported SamplesPerPixel={samples}")
     values, value_range = _gray_pipeline(pixels, ds, modality)
