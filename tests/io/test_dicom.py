@@ -196,3 +196,59 @@ def test_a_missing_slice_is_said_and_the_mean_step_used(tmp_path, caplog):
 
 def test_even_slice_steps_pass_the_header_check(tmp_path):
     assert uneven_slice_steps(_axial_series(tmp_path, [0, 2.5, 5, 7.5])) is None
+
+
+def _item(**attributes):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    for key, value in attributes.items():
+        setattr(item, key, value)
+    return item
+
+
+def test_enhanced_multiframe_rescale_is_applied_frame_by_frame(tmp_path):
+    from pydicom.sequence import Sequence
+
+    intercepts = [-1024.0, -1000.0, 0.0]
+    per_frame = [
+        _item(
+            PixelValueTransformationSequence=Sequence(
+                [_item(RescaleSlope=2.0, RescaleIntercept=b, RescaleType="HU")]
+            )
+        )
+        for b in intercepts
+    ]
+    path = write_dicom(
+        tmp_path / "enhanced.dcm",
+        np.full((3, 4, 5), 1000, np.uint16),
+        PerFrameFunctionalGroupsSequence=Sequence(per_frame),
+    )
+    image = read_image(path)
+    assert image.array.shape == (1, 5, 4, 3)  # (columns, rows, frames): no positions given
+    for k, b in enumerate(intercepts):
+        np.testing.assert_array_equal(image.array[0, ..., k], 2.0 * 1000 + b)
+
+
+def test_enhanced_multiframe_windows_are_applied_frame_by_frame_for_radiographs(tmp_path):
+    from pydicom.sequence import Sequence
+
+    shared = _item(
+        PixelValueTransformationSequence=Sequence([_item(RescaleSlope=1.0, RescaleIntercept=0.0)])
+    )
+    per_frame = [
+        _item(FrameVOILUTSequence=Sequence([_item(WindowCenter=c, WindowWidth=100.0)]))
+        for c in (500.0, 1500.0)
+    ]
+    path = write_dicom(
+        tmp_path / "xa.dcm",
+        np.full((2, 4, 4), 1000, np.uint16),
+        modality="XA",
+        bits=12,
+        PerFrameFunctionalGroupsSequence=Sequence(per_frame),
+        SharedFunctionalGroupsSequence=Sequence([shared]),
+    )
+    values = read_image(path).array
+    top = 2**12 - 1
+    # 1000 is above the first frame's window (white) and below the second's (black)
+    assert values[0, ..., 0].min() == top and values[0, ..., 1].max() == 0

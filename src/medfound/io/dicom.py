@@ -129,12 +129,41 @@ def _stored_range(ds) -> tuple[float, float]:
 
 
 def _gray_pipeline(pixels: np.ndarray, ds, modality: str | None):
-    """Modality LUT, then VOI (radiographs only), then MONOCHROME1 inversion."""
+    """Modality LUT, then VOI (radiographs only), then MONOCHROME1 inversion. Enhanced multi-frame
+    files carry both LUTs per frame in their functional groups: those are applied frame by frame."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    values = apply_modality_lut(pixels, ds).astype(np.float32)
+    frame_groups = _frame_groups(ds, pixels.shape[0]) if pixels.ndim == 3 else None
+    if frame_groups is not None and _has_frame_lut(
+        frame_groups, "PixelValueTransformationSequence"
+    ):
+        values = np.stack(
+            [
+                apply_modality_lut(
+                    frame, _frame_view(ds, groups, "PixelValueTransformationSequence")
+                )
+                for frame, groups in zip(pixels, frame_groups, strict=True)
+            ]
+        ).astype(np.float32)
+        ds = _frame_view(ds, frame_groups[0], "PixelValueTransformationSequence")  # for the range
+    else:
+        values = apply_modality_lut(pixels, ds).astype(np.float32)
     value_range: tuple[float, float] | None = None
-    if modality not in _QUANTITATIVE:
+    if (
+        modality not in _QUANTITATIVE
+        and frame_groups
+        and _has_frame_lut(frame_groups, "FrameVOILUTSequence")
+    ):
+        values = np.stack(
+            [
+                apply_voi_lut(
+                    frame, _frame_view(ds, groups, "FrameVOILUTSequence"), prefer_lut=False
+                )
+                for frame, groups in zip(values, frame_groups, strict=True)
+            ]
+        ).astype(np.float32)
+        value_range = _stored_range(ds)
+    elif modality not in _QUANTITATIVE:
         if ds.get("VOILUTSequence"):
             values = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float32)
             value_range = (0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1))
@@ -147,6 +176,40 @@ def _gray_pipeline(pixels: np.ndarray, ds, modality: str | None):
         lo, hi = value_range if value_range else (float(values.min()), float(values.max()))
         values = (lo + hi) - values
     return values, value_range
+
+
+def _frame_groups(ds, frames: int) -> list[tuple] | None:
+    """Per frame, its (per-frame group, shared group) of an enhanced multi-frame file; None when the
+    file has no per-frame functional groups for every frame."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame or len(per_frame) != frames:
+        return None
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    return [(group, shared) for group in per_frame]
+
+
+def _has_frame_lut(frame_groups: list[tuple], sequence: str) -> bool:
+    return all(any(g is not None and g.get(sequence) for g in groups) for groups in frame_groups)
+
+
+def _frame_view(ds, groups: tuple, sequence: str):
+    """A copy of `ds`'s pixel attributes with the frame's `sequence` item (per-frame first, else
+    shared) as top-level attributes, so that pydicom's LUT functions apply that frame's LUT."""
+    from pydicom.dataset import Dataset
+
+    view = Dataset()
+    for keyword in (
+        "BitsStored",
+        "BitsAllocated",
+        "PixelRepresentation",
+        "PhotometricInterpretation",
+    ):
+        if keyword in ds:
+            setattr(view, keyword, ds.get(keyword))
+    item = next(g.get(sequence)[0] for g in groups if g is not None and g.get(sequence))
+    for element in item:
+        view.add(element)
+    return view
 
 
 def _spacing_2d(ds) -> tuple[float, float] | None:
