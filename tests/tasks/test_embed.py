@@ -416,3 +416,45 @@ def test_a_malformed_uid_is_never_echoed_by_pydicom(tmp_path, caplog, capfd):
     said = caplog.text + capfd.readouterr().err + " ".join(str(w.message) for w in caught)
     said += repr(_table(tmp_path / "e.parquet"))
     assert not any(uid in said for uid in bad_uids)
+
+
+def test_volumes_embed_slice_by_slice_with_a_2d_model_and_resume_per_slice(tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "vols").mkdir()
+    write_nifti(tmp_path / "vols" / "a.nii.gz", rng.uniform(0, 100, (12, 10, 5)), (0.7, 0.7, 2.5))
+    write_nifti(tmp_path / "vols" / "b.nii.gz", rng.uniform(0, 100, (12, 10, 3)), (0.7, 0.7, 2.5))
+    out = tmp_path / "s.parquet"
+    summary = embed([tmp_path / "vols"], out, model_name=TINY, random_init=True, options=_options())
+    table = _table(out)
+    assert summary.embedded == 8 and len(table["path"]) == 8
+    a = str((tmp_path / "vols" / "a.nii.gz").resolve())
+    rows = {p: i for i, p in enumerate(table["path"])}
+    assert [table["slice_index"][rows[f"{a}#frame={k}"]] for k in range(5)] == list(range(5))
+    assert {table["slice_count"][rows[f"{a}#frame={k}"]] for k in range(5)} == {5}
+    positions = [table["slice_position_mm"][rows[f"{a}#frame={k}"]] for k in range(5)]
+    np.testing.assert_allclose(np.diff(positions), 2.5)  # the slices' spacing, in mm
+    ids = zip(table["source_id"], table["slice_index"], strict=True)
+    assert all(s.endswith(f"#frame={k}") for s, k in ids)
+
+    # a run cut after some slices of a: only the missing slices are embedded again
+    import pyarrow as pa
+
+    full = pq.read_table(out)
+    keep = [not (p.startswith(a) and p.endswith(("#frame=3", "#frame=4"))) for p in table["path"]]
+    pq.write_table(full.filter(pa.array(keep)), out)
+    again = embed([tmp_path / "vols"], out, model_name=TINY, random_init=True, options=_options())
+    resumed = _table(out)
+    assert again.embedded == 2 and again.already_done == 1  # b was complete
+    assert sorted(resumed["path"]) == sorted(table["path"])
+    for path, vector in zip(resumed["path"], resumed["embedding"], strict=True):
+        np.testing.assert_allclose(vector, table["embedding"][rows[path]], rtol=1e-5, atol=1e-6)
+
+    middle = embed(
+        [tmp_path / "vols"],
+        tmp_path / "m.parquet",
+        model_name=TINY,
+        random_init=True,
+        options=_options(slices="middle"),
+    )
+    assert middle.embedded == 2
+    assert sorted(_table(tmp_path / "m.parquet")["slice_index"]) == [1, 2]

@@ -38,8 +38,15 @@ def embed_command(
         "--keep-uids",
         help="Keep DICOM instance/series UIDs in ids (default: keyed hashes, MEDFOUND_UID_SALT)",
     ),
+    slices: str = typer.Option(
+        "each", "--slices", help="Volumes into 2D models: each, middle or N slices (evenly spaced)"
+    ),
+    slice_axis: int | None = typer.Option(
+        None, "--slice-axis", help="0, 1 or 2 (default: the acquisition axis, largest spacing)"
+    ),
 ) -> None:
-    """Embed images with a foundation model into a Parquet file, one row per image."""
+    """Embed images with a foundation model into a Parquet file, one row per image (per slice for
+    volumes given to a 2D model)."""
     from medfound.tasks.embed import EmbedOptions, embed
 
     options = EmbedOptions(
@@ -53,6 +60,8 @@ def embed_command(
         compile=compile,
         chunk_rows=chunk_rows,
         keep_uids=keep_uids,
+        slices=slices,
+        slice_axis=slice_axis,
     )
     summary = embed(
         [str(p) for p in inputs],

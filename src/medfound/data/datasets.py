@@ -3,6 +3,7 @@
 import torch
 from torch.utils.data import Dataset
 
+from medfound.data.slices import volume_slices
 from medfound.data.sources import ImageSource
 from medfound.errors import MedfoundError
 from medfound.io.presets import Preset, preprocess, resolve_auto
@@ -13,7 +14,9 @@ from medfound.privacy import UidPolicy
 class ImageDataset(Dataset):
     """Items are dicts: {index, source, tensor, source_id, modality, preset} or {index, source, error}.
 
-    The keyword arguments after `preset` are the model's shape (`ModelCard.preprocess_args()`).
+    The keyword arguments after `preset` are the model's shape (`ModelCard.preprocess_args()`). A
+    volume given to a 2D model gives its slices (`slices`, `slice_axis`; see data/slices.py): the item
+    is a `group` whose tensor is (k, C, H, W), with `slices` = [{index, position_mm, count}] per slice.
     """
 
     def __init__(
@@ -26,8 +29,11 @@ class ImageDataset(Dataset):
         native_size,
         native_spacing: tuple[float, ...] | None = None,
         uids: UidPolicy | None = None,
+        slices: str | int = "each",
+        slice_axis: int | None = None,
     ):
         self.sources = sources
+        self.slices, self.slice_axis = slices, slice_axis
         # None: each reader resolves the default policy when it first meets a DICOM UID (so data
         # without DICOM never needs the installation's salt).
         self.uids = uids
@@ -46,19 +52,26 @@ class ImageDataset(Dataset):
         source = self.sources[index]
         try:
             image = read_image(source.target, source_id=None, uids=self.uids)
-            tensor = preprocess(image, self.preset, **self.shape_args)
+            item = {
+                "index": index,
+                "source": source.id,
+                "source_id": source.id if source.series else image.source_id,
+                "modality": image.modality,
+                "preset": resolve_auto(self.preset, image).name,
+            }
+            if self.shape_args["spatial_dims"] == 2 and image.array.ndim == 4:
+                parts = volume_slices(image, self.slices, self.slice_axis)
+                tensors = [preprocess(p.image, self.preset, **self.shape_args) for p in parts]
+                slices = [
+                    {"index": p.index, "position_mm": p.position_mm, "count": len(parts)}
+                    for p in parts
+                ]
+                return item | {"tensor": torch.stack(tensors), "group": True, "slices": slices}
+            return item | {"tensor": preprocess(image, self.preset, **self.shape_args)}
         except MedfoundError as exc:
             return {"index": index, "source": source.id, "error": str(exc)}
         except Exception as exc:  # a library bug on one odd file must not end the whole run
             return {"index": index, "source": source.id, "error": f"{type(exc).__name__}: {exc}"}
-        return {
-            "index": index,
-            "source": source.id,
-            "tensor": tensor,
-            "source_id": source.id if source.series else image.source_id,
-            "modality": image.modality,
-            "preset": resolve_auto(self.preset, image).name,
-        }
 
 
 def collate_items(items: list[dict]) -> dict:

@@ -23,6 +23,7 @@ import torch
 
 from medfound import __version__
 from medfound.data import ImageDataset, collect_sources
+from medfound.data.slices import FRAME_MARK, parse_slices
 from medfound.engine.distributed import distributed, local_rank, resolve_device
 from medfound.engine.loader import autocast, build_loader
 from medfound.engine.progress import progress_bar
@@ -50,6 +51,8 @@ class EmbedOptions:
     dicom_series: bool | None = None  # None: group series into volumes for 3D models only
     chunk_rows: int = 256  # rows per crash-safe chunk
     keep_uids: bool = False  # DICOM UIDs as they are, instead of keyed hashes (privacy.py)
+    slices: str | int = "each"  # volumes into 2D models: each, middle or N slices (data/slices.py)
+    slice_axis: int | None = None  # None: the acquisition axis
     progress: bool = True
 
     def validate(self) -> None:
@@ -66,6 +69,9 @@ class EmbedOptions:
             raise ConfigError(f"--chunk-rows must be >= 1, got {self.chunk_rows}")
         if self.image_size is not None and self.image_size < 1:
             raise ConfigError(f"--image-size must be >= 1, got {self.image_size}")
+        self.slices = parse_slices(self.slices)
+        if self.slice_axis not in (None, 0, 1, 2):
+            raise ConfigError(f"--slice-axis must be 0, 1 or 2, got {self.slice_axis}")
 
 
 @dataclass
@@ -127,29 +133,38 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
         "dicom_series": group,
         "uids": uids.identity,
     }
+    if card.spatial_dims == 2:  # which slices of a volume are rows
+        identity["slices"] = {"mode": options.slices, "axis": options.slice_axis}
     metadata = {"medfound_card": card.to_json(), "medfound_preset": preset.to_json()}
     writer = ResumableParquetWriter(out, identity, _schema(options.pool, metadata), ctx.rank)
     started = time.perf_counter()
     summary = EmbedSummary(out=out)
     sources, problems = collect_sources(inputs, group_series=group, uids=uids)
     done = ctx.on_main(writer.done_ids)  # read by rank 0 before any rank writes
-    todo = [s for s in sources if s.id not in done]
+    complete = ctx.on_main(lambda: _complete_volumes(writer))
+    todo = [s for s in sources if s.id not in done and s.id not in complete]
     summary.already_done = len(sources) - len(todo)
     mine = todo[ctx.rank :: ctx.world_size]
     summary.skipped.extend(problems if ctx.is_main else [])
 
-    dataset = ImageDataset(mine, preset, **card.preprocess_args(), uids=uids)
+    dataset = ImageDataset(
+        mine,
+        preset,
+        **card.preprocess_args(),
+        uids=uids,
+        slices=options.slices,
+        slice_axis=options.slice_axis,
+    )
     runner = _Runner(model, device, options)
     loader = build_loader(dataset, device, options.workers, batch_size=options.batch_size)
-    pending = _Rows(model, options.pool)
+    pending = _Rows(model, options.pool, skip=done)
     with progress_bar(len(mine), "embedding", enabled=options.progress and ctx.is_main) as advance:
         for batch in loader:
             for source, reason in batch["errors"]:
                 log.warning("skipped %s", skip_message(source, reason))
             summary.skipped.extend(batch["errors"])
             if batch["tensor"] is not None:
-                pending.add(batch["items"], runner(batch["tensor"]))
-                summary.embedded += len(batch["items"])
+                summary.embedded += pending.add(batch["items"], runner(batch["tensor"]))
             if len(pending) >= options.chunk_rows:
                 pending.flush_into(writer)
             advance(len(batch["items"]) + len(batch["errors"]))
@@ -163,6 +178,19 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     summary.total_rows = ctx.on_main(writer.merge)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _complete_volumes(writer: ResumableParquetWriter) -> set[str]:
+    """The volume sources whose every chosen slice was written by an earlier run."""
+    table = writer.read_columns(["path", "slice_count"])
+    rows: dict[str, int] = {}
+    wanted: dict[str, int] = {}
+    for path, count in zip(table["path"], table["slice_count"], strict=True):
+        if count is not None:
+            base = path.rsplit(FRAME_MARK, 1)[0]
+            rows[base] = rows.get(base, 0) + 1
+            wanted[base] = count
+    return {base for base, n in rows.items() if n >= wanted[base]}
 
 
 def _name_from_weights(weights: str | Path | None) -> str:
@@ -225,11 +253,19 @@ def _inductor_freezing():
 
 
 _SCALARS = ("path", "source_id", "modality", "preset")
+# Slices of a volume given to a 2D model (null for images): index, position along the slice axis,
+# and how many slices its volume gives (so that resume knows a volume is complete).
+_SLICE_COLUMNS = {
+    "slice_index": pa.int32(),
+    "slice_position_mm": pa.float64(),
+    "slice_count": pa.int32(),
+}
 
 
 def _schema(pool: str, metadata: dict[str, str]) -> pa.Schema:
     """The output's columns (see the README's layout); `shape` only with --pool none."""
     fields = [pa.field(name, pa.string()) for name in _SCALARS]
+    fields += [pa.field(name, kind) for name, kind in _SLICE_COLUMNS.items()]
     fields.append(pa.field("embedding", pa.list_(pa.float32())))
     if pool == "none":
         fields.append(pa.field("shape", pa.list_(pa.int32())))
@@ -242,8 +278,9 @@ class _Rows:
     """Rows waiting for the next chunk: small columns as lists, embeddings as NumPy blocks (a Python
     float per value would cost ~30x the memory with --pool none)."""
 
-    def __init__(self, model: FoundationModel, pool: str):
+    def __init__(self, model: FoundationModel, pool: str, skip: set[str] = frozenset()):
         self.pool = pool
+        self.skip = skip  # rows written by an earlier run (slices of a volume cut short)
         self.run = {
             "model": model.card.name,
             "weights_sha256": model.weights_sha256 or "",
@@ -253,20 +290,32 @@ class _Rows:
         self._reset()
 
     def _reset(self) -> None:
-        self.columns: dict[str, list] = {name: [] for name in _SCALARS}
+        self.columns: dict[str, list] = {name: [] for name in (*_SCALARS, *_SLICE_COLUMNS)}
         self.blocks: list[np.ndarray] = []
 
     def __len__(self) -> int:
         return len(self.columns["path"])
 
-    def add(self, items: list[dict], outputs: torch.Tensor) -> None:
-        """One batch's items and model outputs (CPU float32)."""
+    def add(self, items: list[dict], outputs: torch.Tensor) -> int:
+        """One batch's items and model outputs (CPU float32), a row per image or slice; returns
+        the rows added (slices already written are left out)."""
+        keep = []
         for item in items:
-            self.columns["path"].append(item["source"])
-            self.columns["source_id"].append(item["source_id"])
-            self.columns["modality"].append(item["modality"] or "")
-            self.columns["preset"].append(item["preset"])
-        self.blocks.append(outputs.numpy())
+            for part in item.get("slices") or [None]:
+                mark = "" if part is None else f"{FRAME_MARK}{part['index']}"
+                keep.append(item["source"] + mark not in self.skip)
+                if not keep[-1]:
+                    continue
+                self.columns["path"].append(item["source"] + mark)
+                self.columns["source_id"].append(item["source_id"] + mark)
+                self.columns["modality"].append(item["modality"] or "")
+                self.columns["preset"].append(item["preset"])
+                for column, key in zip(
+                    _SLICE_COLUMNS, ("index", "position_mm", "count"), strict=True
+                ):
+                    self.columns[column].append(None if part is None else part[key])
+        self.blocks.append(outputs.numpy()[np.asarray(keep, dtype=bool)])
+        return sum(keep)
 
     def flush_into(self, writer: ResumableParquetWriter) -> None:
         """Write the waiting rows as one chunk and start anew."""

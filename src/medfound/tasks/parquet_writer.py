@@ -56,6 +56,16 @@ class ResumableParquetWriter:
             done.update(pq.read_table(path, columns=[ID_COLUMN]).column(ID_COLUMN).to_pylist())
         return done
 
+    def read_columns(self, names: list[str]) -> dict[str, list]:
+        """`names` of every row written so far (earlier runs included), as lists."""
+        values: dict[str, list] = {name: [] for name in names}
+        for path in self._files():
+            self._check_identity(path)
+            table = pq.read_table(path, columns=names)
+            for name in names:
+                values[name] += table.column(name).to_pylist()
+        return values
+
     def _check_identity(self, path: Path) -> None:
         metadata = pq.read_schema(path).metadata or {}
         found = json.loads(metadata.get(IDENTITY_KEY, b"{}"))

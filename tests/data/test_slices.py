@@ -1,0 +1,89 @@
+"""Volumes into 2D models: which slices, along which axis, shown as a DICOM viewer shows them, and
+where they lie."""
+
+import numpy as np
+import pytest
+
+from medfound.data.slices import (
+    acquisition_axis,
+    chosen_indices,
+    parse_slices,
+    volume_slices,
+)
+from medfound.errors import ConfigError
+from medfound.io import read_image
+from medfound.io.dicom import read_dicom_series
+from medfound.io.image import MedicalImage
+from tests.factories import write_dicom
+
+
+def _axial_series(folder, heights=(0.0, 2.5, 5.0, 7.5)):
+    """An axial series with a different asymmetric picture per slice, written out of order."""
+    from pydicom.uid import generate_uid
+
+    series, rng, paths = generate_uid(), np.random.default_rng(3), []
+    for i in np.random.default_rng(4).permutation(len(heights)):
+        paths.append(
+            write_dicom(
+                folder / f"z{i}.dcm",
+                rng.integers(0, 4000, (5, 7)).astype(np.uint16),
+                SeriesInstanceUID=series,
+                ImagePositionPatient=[-10.0, -20.0, heights[i]],
+                ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+                PixelSpacing=[0.8, 0.6],
+                RescaleSlope=1,
+                RescaleIntercept=-1024,
+            )
+        )
+    return paths
+
+
+def test_each_slice_of_an_axial_series_is_the_picture_of_its_file(tmp_path):
+    paths = _axial_series(tmp_path)
+    volume = read_dicom_series(paths, "series")
+    parts = volume_slices(volume, "each")
+    assert [p.index for p in parts] == [0, 1, 2, 3]
+    by_height = {}
+    for path in paths:
+        import pydicom
+
+        by_height[float(pydicom.dcmread(path).ImagePositionPatient[2])] = read_image(path).array
+    for part in parts:
+        # superior is +z in RAS as in DICOM's LPS: the position is the file's own height
+        np.testing.assert_array_equal(part.image.array, by_height[part.position_mm])
+        assert part.image.spacing == (0.8, 0.6) and part.image.affine is None
+    assert [p.position_mm for p in parts] == [0.0, 2.5, 5.0, 7.5]
+
+
+def test_frames_of_a_volume_without_geometry_come_back_as_stored(tmp_path):
+    frames = np.random.default_rng(5).integers(0, 255, (3, 4, 6)).astype(np.uint16)
+    volume = read_image(write_dicom(tmp_path / "cine.dcm", frames, modality="US", bits=8))
+    assert volume.affine is None
+    parts = volume_slices(volume, "each")
+    for k, part in enumerate(parts):
+        np.testing.assert_array_equal(part.image.array[0], frames[k])
+        assert part.position_mm is None
+
+
+@pytest.mark.parametrize(
+    ("count", "mode", "expected"),
+    [(10, "each", list(range(10))), (10, "middle", [5]), (10, 3, [0, 4, 9]), (2, 5, [0, 1])],
+)
+def test_which_slices(count, mode, expected):
+    assert chosen_indices(count, mode) == expected
+
+
+@pytest.mark.parametrize("text", ["some", "0", "-2", ""])
+def test_a_slice_choice_that_means_nothing_is_refused(text):
+    with pytest.raises(ConfigError, match="--slices"):
+        parse_slices(text)
+
+
+def test_the_acquisition_axis_is_the_thickest_and_can_be_chosen():
+    volume = np.zeros((1, 6, 5, 4), np.float32)
+    assert acquisition_axis(MedicalImage(volume, "v", spacing=(0.7, 0.7, 3.0))) == 2
+    assert acquisition_axis(MedicalImage(volume, "v", spacing=(3.0, 0.7, 0.7))) == 0
+    assert acquisition_axis(MedicalImage(volume, "v", spacing=(1.0, 1.0, 1.0))) == 2
+    sagittal = volume_slices(MedicalImage(volume, "v", spacing=(3.0, 0.7, 0.7)), "each")
+    assert len(sagittal) == 6 and sagittal[0].image.array.shape == (1, 4, 5)
+    assert len(volume_slices(MedicalImage(volume, "v"), "each", axis=1)) == 5
