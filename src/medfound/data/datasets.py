@@ -1,5 +1,6 @@
 """A Dataset that reads and preprocesses in DataLoader workers and never lets one bad file stop a run."""
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -49,6 +50,9 @@ class ImageDataset(Dataset):
         return len(self.sources)
 
     def __getitem__(self, index: int) -> dict:
+        return self._item(index, self.slices)
+
+    def _item(self, index: int, slices) -> dict:
         source = self.sources[index]
         try:
             image = read_image(source.target, source_id=None, uids=self.uids)
@@ -60,7 +64,7 @@ class ImageDataset(Dataset):
                 "preset": resolve_auto(self.preset, image).name,
             }
             if self.shape_args["spatial_dims"] == 2 and image.array.ndim == 4:
-                parts = volume_slices(image, self.slices, self.slice_axis)
+                parts = volume_slices(image, slices, self.slice_axis)
                 tensors = [preprocess(p.image, self.preset, **self.shape_args) for p in parts]
                 slices = [
                     {"index": p.index, "position_mm": p.position_mm, "count": len(parts)}
@@ -72,6 +76,28 @@ class ImageDataset(Dataset):
             return {"index": index, "source": source.id, "error": str(exc)}
         except Exception as exc:  # a library bug on one odd file must not end the whole run
             return {"index": index, "source": source.id, "error": f"{type(exc).__name__}: {exc}"}
+
+
+class SliceSampledImageDataset(ImageDataset):
+    """An ImageDataset for training 2D models: a volume gives one slice per visit, drawn from all
+    its slices by (seed, epoch, index) (the engine's sampler passes those keys), so every item is
+    one sample, a batch keeps its size, and over the epochs a volume shows all its slices; a
+    resumed run draws the same slices. Images are as in ImageDataset."""
+
+    keyed_by_epoch = True
+
+    def __init__(self, sources: list[ImageSource], preset: Preset, *, seed: int = 0, **shape):
+        super().__init__(sources, preset, **shape)
+        self.seed = seed
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        draw = int(np.random.default_rng([self.seed, epoch, index]).integers(2**31))
+        item = self._item(index, ("draw", draw))
+        if item.get("group"):  # the one drawn slice, as a plain sample
+            item = {k: v for k, v in item.items() if k not in ("group", "slices")}
+            item["tensor"] = item["tensor"][0]
+        return item
 
 
 def collate_items(items: list[dict]) -> dict:

@@ -49,12 +49,14 @@ def acquisition_axis(image: MedicalImage) -> int:
     return int(np.flatnonzero(np.isclose(spacing, spacing.max()))[-1])
 
 
-def chosen_indices(count: int, slices: str | int) -> list[int]:
-    """The slice indices `slices` picks out of `count`."""
+def chosen_indices(count: int, slices: str | int | tuple[str, int]) -> list[int]:
+    """The slice indices `slices` picks out of `count` (("draw", seed): one, drawn at random)."""
     if slices == "each":
         return list(range(count))
     if slices == "middle":
         return [count // 2]
+    if isinstance(slices, tuple) and slices[0] == "draw":  # one slice drawn with a given seed
+        return [int(np.random.default_rng(slices[1]).integers(count))]
     return sorted(
         set(np.linspace(0, count - 1, min(int(slices), count)).round().astype(int).tolist())
     )

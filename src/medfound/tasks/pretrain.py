@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from medfound.data import ImageDataset, collect_sources
+from medfound.data import collect_sources
+from medfound.data.datasets import SliceSampledImageDataset
 from medfound.engine.config import resolve_run_config
 from medfound.engine.loop_config import RESUMABLE_FIELDS
 from medfound.engine.trainer import TrainSummary, train
@@ -74,8 +75,9 @@ def pretrain_simclr(
         raise ConfigError(f"data {config.data}: no images to train on ({found})")
     for source, reason in problems:
         log.warning("skipped %s", skip_message(source, reason))
-    dataset = ImageDataset(
-        sources, preset, spatial_dims=2, channels=3, native_size=views.image_size
+    # a volume (CT, MR, multi-frame) gives a slice per visit, drawn anew every epoch
+    dataset = SliceSampledImageDataset(
+        sources, preset, seed=config.seed, spatial_dims=2, channels=3, native_size=views.image_size
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # the head's initialisation, identical in every run
