@@ -125,3 +125,47 @@ def asymmetric_ct(shape, seed: int = 7) -> np.ndarray:
     i, j, k = np.indices(shape)
     noise = np.random.default_rng(seed).integers(0, 50, shape)
     return (-900 + 40 * i + 17 * j + 60 * k + noise).astype(np.int16)
+
+
+def write_slide(
+    path: Path,
+    size: int = 2048,
+    tissue: tuple[int, int, int, int] = (512, 512, 1536, 1536),
+    mpp: float | None = 0.25,
+    levels: int = 3,
+    compression: str | None = "zlib",
+) -> Path:
+    """A pyramidal tiled TIFF (levels halving in size, in SubIFDs as converted slides store them):
+    near-white glass with a pink-purple tissue square `tissue` (x0, y0, x1, y1 in level-0 pixels)
+    holding small white holes, plus a tiny stained speck outside it. `mpp` None: no resolution."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    image = np.full((size, size, 3), 242, np.uint8)
+    image += rng.integers(0, 6, image.shape, dtype=np.uint8)  # glass is not flat white
+    x0, y0, x1, y1 = tissue
+    h, w = y1 - y0, x1 - x0
+    stain = np.stack(
+        [
+            rng.integers(150, 200, (h, w)),
+            rng.integers(60, 110, (h, w)),
+            rng.integers(130, 180, (h, w)),
+        ],
+        axis=-1,
+    ).astype(np.uint8)
+    stain[h // 3 : h // 3 + 12, w // 2 : w // 2 + 12] = 245  # a hole (a lumen, say)
+    image[y0:y1, x0:x1] = stain
+    image[40:46, 40:46] = (170, 80, 150)  # a speck of stain: not tissue
+    options = {"tile": (256, 256), "photometric": "rgb", "compression": compression}
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for level in range(levels):
+            f = 2**level
+            kwargs = dict(options)
+            if mpp is not None:
+                kwargs |= {"resolution": (1e4 / (mpp * f),) * 2, "resolutionunit": "CENTIMETER"}
+            if level == 0:
+                kwargs["subifds"] = levels - 1
+            else:
+                kwargs["subfiletype"] = 1
+            tif.write(image[::f, ::f], **kwargs)
+    return path

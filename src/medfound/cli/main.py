@@ -15,6 +15,7 @@ from medfound.cli.probe import probe_command
 from medfound.cli.report import report_command
 from medfound.cli.restore import restore_command
 from medfound.cli.study import study_command
+from medfound.cli.tile import tile_command
 
 app = typer.Typer(
     help="medfound: medical-imaging foundation models (embed, pretrain, transfer, convert).",
@@ -34,6 +35,7 @@ app.command("probe")(probe_command)
 app.command("example-data")(example_data_command)
 app.command("study")(study_command)
 app.command("report")(report_command)
+app.command("tile")(tile_command)
 app.command("plot-embeddings")(plot_embeddings_command)
 
 

@@ -10,6 +10,7 @@ from medfound.io.dicom import DICOM_SUFFIXES, is_dicom_file, read_dicom, read_di
 from medfound.io.image import MedicalImage
 from medfound.io.metaimage import METAIMAGE_SUFFIXES, read_metaimage
 from medfound.io.raster import RASTER_SUFFIXES, read_raster
+from medfound.io.slide import is_slide
 from medfound.io.volume import NIFTI_SUFFIXES, read_nifti, read_npy
 from medfound.privacy import UidPolicy
 
@@ -55,6 +56,11 @@ def read_image(
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file")
     suffix = _suffix(path)
+    if is_slide(path):  # decoding a gigapixel level 0 whole would take GBs of memory
+        raise ImageReadError(
+            f"{path}: a whole-slide image; tile it on its tissue with `medfound tile` (and embed "
+            "the tiles)"
+        )
     if suffix in RASTER_SUFFIXES:
         image = read_raster(path)
     elif suffix in DICOM_SUFFIXES or (suffix == "" and is_dicom_file(path)):

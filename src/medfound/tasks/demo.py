@@ -181,8 +181,8 @@ def _write_pretrain_tiles(folder: Path) -> None:
     """tiles.csv (path,source): the IHC tiles and brain slices (images, not masks) of the sibling
     `example/`, the fundus photograph cut into tiles, and pydicom's CT and MR slices."""
     from PIL import Image
+    from skimage import data as skimage_data
 
-    skimage_data = require("skimage.data", "demo", "the demo's fundus image")
     pydicom_data = require("pydicom.data", "demo", "the demo's CT and MR files")
     example = folder.parent / "example"
     rows = [

@@ -246,7 +246,8 @@ def write_tissue_volume(folder: Path, brain: Brain, slabs: int = PSEUDO_PATIENTS
 def tile_dab(rgb: np.ndarray, tile: int = TILE) -> np.ndarray:
     """(rows, cols) mean DAB stain of each `tile`-sided tile of an RGB image (scikit-image's
     colour deconvolution, `rgb2hed`: channels haematoxylin, eosin, DAB)."""
-    color = require("skimage.color", "demo", "the example tiles' stain labels")
+    from skimage import color
+
     dab = color.rgb2hed(rgb)[..., 2]
     rows, cols = rgb.shape[0] // tile, rgb.shape[1] // tile
     return dab[: rows * tile, : cols * tile].reshape(rows, tile, cols, tile).mean(axis=(1, 3))
@@ -256,7 +257,8 @@ def write_ihc_tiles(folder: Path) -> dict:
     """The immunohistochemistry image cut into TILE x TILE tiles, `dab_high/` for the half with the
     most DAB stain (mean over the tile), `dab_low/` for the rest, and `labels.csv` (path,label,
     patient; patient = the 2x2 block of tiles, so neighbours stay in one split). Returns counts."""
-    data = require("skimage.data", "demo", "the example tiles (immunohistochemistry image)")
+    from skimage import data
+
     rgb = data.immunohistochemistry()
     dab = tile_dab(rgb)
     order = np.argsort(dab.ravel(), kind="stable")  # ties: the earlier tile is "lower"

@@ -1,0 +1,206 @@
+"""Tiles of whole slides: tissue detection on a low-resolution level, a tile grid at a target
+resolution, the tiles as a dataset read by DataLoader workers, and a thumbnail to check by eye.
+
+Tissue: the saturation (HSV) of the low-resolution level, thresholded by Otsu (scikit-image; at
+least MIN_SATURATION, so a blank slide finds nothing), holes filled and fragments smaller than
+MIN_FRAGMENT of the slide removed. Grid: square tiles of `tile_size` pixels at `mpp` micrometres per
+pixel, i.e. `tile_size * mpp / slide.mpp` level-0 pixels a side, stepping by (1 - overlap) of that,
+from the top-left corner; a tile is kept when at least `min_tissue` of its footprint is tissue. Tiles
+are read from the coarsest pyramid level still at least as fine as `mpp`, then resized (bicubic,
+antialiased) to `tile_size`.
+"""
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medfound.errors import ConfigError, MedfoundError
+from medfound.io.image import MedicalImage
+from medfound.io.presets import Preset, preprocess
+from medfound.io.slide import Slide, open_slide
+
+THUMBNAIL_SIDE = 2048  # the tissue mask is computed on the most detailed level at most this long
+MIN_SATURATION = 0.05
+MIN_FRAGMENT = 1e-4  # share of the slide's area below which a tissue fragment is dropped
+TILE_MARK = "#tile="
+
+
+@dataclass
+class TileOptions:
+    """The grid: `mpp` micrometres per pixel of a tile, `tile_size` pixels a side, `overlap` in
+    [0, 1), `min_tissue` share of tissue to keep a tile; `slide_mpp` for slides stating none."""
+
+    mpp: float = 0.5
+    tile_size: int = 224
+    overlap: float = 0.0
+    min_tissue: float = 0.5
+    slide_mpp: float | None = None
+
+    def validate(self) -> None:
+        """Refuse impossible values by option name."""
+        if self.mpp <= 0:
+            raise ConfigError(f"--mpp must be > 0, got {self.mpp}")
+        if self.tile_size < 8:
+            raise ConfigError(f"--tile-size must be >= 8, got {self.tile_size}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"--overlap must lie in [0, 1), got {self.overlap}")
+        if not 0.0 <= self.min_tissue <= 1.0:
+            raise ConfigError(f"--min-tissue must lie in [0, 1], got {self.min_tissue}")
+        if self.slide_mpp is not None and self.slide_mpp <= 0:
+            raise ConfigError(f"--slide-mpp must be > 0, got {self.slide_mpp}")
+
+
+@dataclass
+class SlideTiles:
+    """The tile plan of one slide."""
+
+    slide: Path
+    mpp: float  # the slide's level-0 resolution
+    level: int  # the level tiles are read from
+    read_size: int  # pixels a side read at that level (then resized to tile_size)
+    side: int  # level-0 pixels a side
+    xy: np.ndarray  # int64 (n, 2): each tile's top-left corner in level-0 pixels
+    tissue: np.ndarray  # float (n,): each tile's tissue share
+    thumbnail: np.ndarray = field(repr=False)  # RGB uint8 of the low-resolution level
+    mask: np.ndarray = field(repr=False)  # bool, the thumbnail's tissue
+    thumbnail_downsample: float = 1.0  # level-0 pixels per thumbnail pixel
+
+    def tile_id(self, index: int) -> str:
+        """`<slide path>#tile=<x>,<y>`: what outputs and resume use."""
+        x, y = self.xy[index]
+        return f"{self.slide}{TILE_MARK}{x},{y}"
+
+
+def tissue_mask(rgb: np.ndarray) -> np.ndarray:
+    """Tissue of an RGB uint8 picture (see the module docstring)."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import remove_small_objects
+
+    values = rgb.astype(np.float32)
+    high, low = values.max(axis=-1), values.min(axis=-1)
+    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
+    level = threshold_otsu(saturation) if np.ptp(saturation) > 0 else 1.0
+    mask = saturation > max(float(level), MIN_SATURATION)
+    mask = ndimage.binary_fill_holes(mask)
+    smallest = max(1, int(MIN_FRAGMENT * mask.size))
+    return remove_small_objects(mask, max_size=smallest)
+
+
+def plan_tiles(slide: Slide, options: TileOptions) -> SlideTiles:
+    """The tiles of `slide` kept by the tissue mask, with where and how to read them."""
+    side = max(1, round(options.tile_size * options.mpp / slide.mpp))
+    stride = max(1, round(side * (1.0 - options.overlap)))
+    wanted = options.mpp / slide.mpp  # level-0 pixels per tile pixel
+    level = max(
+        (i for i, d in enumerate(slide.level_downsamples) if d <= wanted * (1 + 1e-6)),
+        key=lambda i: slide.level_downsamples[i],
+        default=0,
+    )
+    read_size = max(1, round(side / slide.level_downsamples[level]))
+    thumb_level = slide.lowest_level(THUMBNAIL_SIDE)
+    width, height = slide.level_dimensions[thumb_level]
+    thumbnail = slide.read(thumb_level, 0, 0, width, height)
+    mask = tissue_mask(thumbnail)
+    scale = slide.dimensions[0] / width  # level-0 pixels per thumbnail pixel
+    xs = np.arange(0, slide.dimensions[0] - side + 1, stride)
+    ys = np.arange(0, slide.dimensions[1] - side + 1, stride)
+    grid = np.array([(x, y) for y in ys for x in xs], dtype=np.int64).reshape(-1, 2)
+    shares = np.array([_share(mask, x, y, side, scale) for x, y in grid], dtype=np.float64)
+    keep = shares >= options.min_tissue
+    return SlideTiles(
+        slide.path,
+        slide.mpp,
+        level,
+        read_size,
+        side,
+        grid[keep],
+        shares[keep],
+        thumbnail,
+        mask,
+        scale,
+    )
+
+
+def _share(mask: np.ndarray, x: int, y: int, side: int, scale: float) -> float:
+    """The tissue share of the level-0 square (x, y, side) on the thumbnail's mask."""
+    x0, y0 = math.floor(x / scale), math.floor(y / scale)
+    x1, y1 = max(x0 + 1, math.ceil((x + side) / scale)), max(y0 + 1, math.ceil((y + side) / scale))
+    window = mask[y0:y1, x0:x1]
+    return float(window.mean()) if window.size else 0.0
+
+
+def draw_thumbnail(plan: SlideTiles, path: Path) -> None:
+    """The low-resolution level with the tissue tinted green and every kept tile outlined."""
+    from PIL import Image, ImageDraw
+
+    from medfound.files import atomic_write
+
+    picture = plan.thumbnail.astype(np.float32)
+    picture[plan.mask] = 0.6 * picture[plan.mask] + 0.4 * np.array([0, 200, 0])
+    image = Image.fromarray(picture.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for x, y in plan.xy:
+        box = [c / plan.thumbnail_downsample for c in (x, y, x + plan.side, y + plan.side)]
+        draw.rectangle(box, outline=(30, 60, 220))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def read_tile(slide: Slide, plan: SlideTiles, index: int, tile_size: int) -> np.ndarray:
+    """Tile `index` of `plan` as RGB uint8 (tile_size, tile_size, 3)."""
+    x, y = (int(v) for v in plan.xy[index])
+    rgb = slide.read(plan.level, x, y, plan.read_size, plan.read_size)
+    if plan.read_size == tile_size:
+        return rgb
+    tile = torch.from_numpy(rgb).permute(2, 0, 1).float()[None]
+    tile = torch.nn.functional.interpolate(
+        tile, size=(tile_size, tile_size), mode="bicubic", antialias=True, align_corners=False
+    )
+    return tile[0].clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+
+
+class SlideTileDataset(Dataset):
+    """The tiles of planned slides, read in the workers (each opens its slides once): items as
+    data.ImageDataset makes them, plus `tile` = {slide, level, x, y, mpp}; an unreadable tile is an
+    error item naming it, and the rest of its slide goes on."""
+
+    def __init__(self, plans: list[SlideTiles], preset: Preset, options: TileOptions, **shape):
+        self.plans, self.preset, self.options, self.shape = plans, preset, options, shape
+        self.index = [(p, t) for p, plan in enumerate(plans) for t in range(len(plan.xy))]
+        self._open: dict[Path, Slide] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _slide(self, plan: SlideTiles) -> Slide:
+        if plan.slide not in self._open:
+            self._open[plan.slide] = open_slide(plan.slide, self.options.slide_mpp)
+        return self._open[plan.slide]
+
+    def __getitem__(self, index: int) -> dict:
+        p, t = self.index[index]
+        plan = self.plans[p]
+        tile_id = plan.tile_id(t)
+        x, y = (int(v) for v in plan.xy[t])
+        try:
+            rgb = read_tile(self._slide(plan), plan, t, self.options.tile_size)
+            pixels = np.moveaxis(rgb, -1, 0).astype(np.float32)
+            image = MedicalImage(pixels, tile_id, value_range=(0.0, 255.0))
+            tensor = preprocess(image, self.preset, **self.shape)
+        except MedfoundError as exc:
+            return {"index": index, "source": tile_id, "error": str(exc)}
+        except Exception as exc:  # one odd tile must not end the run
+            return {"index": index, "source": tile_id, "error": f"{type(exc).__name__}: {exc}"}
+        return {
+            "index": index,
+            "source": tile_id,
+            "source_id": tile_id,
+            "tensor": tensor,
+            "modality": "SM",  # DICOM's code for slide microscopy
+            "preset": self.preset.name,
+            "tile": {"slide": str(plan.slide), "level": plan.level, "x": x, "y": y},
+        }

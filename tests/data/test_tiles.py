@@ -1,0 +1,91 @@
+"""Tiles of whole slides: tissue found, the grid exact, the level chosen, tiles read and resized."""
+
+import numpy as np
+import pytest
+
+from medfound.data.tiles import SlideTileDataset, TileOptions, plan_tiles, read_tile, tissue_mask
+from medfound.errors import ConfigError, ImageReadError
+from medfound.io import get_preset
+from medfound.io.slide import is_slide, open_slide
+from tests.factories import write_png, write_slide
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory):
+    return write_slide(tmp_path_factory.mktemp("slides") / "s.tiff")
+
+
+def test_the_tiles_are_exactly_those_on_the_tissue(slide_path):
+    slide = open_slide(slide_path)
+    assert slide.mpp == pytest.approx(0.25) and slide.level_downsamples == (1.0, 2.0, 4.0)
+    plan = plan_tiles(slide, TileOptions(mpp=0.5, tile_size=64))
+    # 64 px at 0.5 um = 128 level-0 px at 0.25 um, read from level 1 (0.5 um) at 64 px
+    assert (plan.side, plan.level, plan.read_size) == (128, 1, 64)
+    expected = {(x, y) for x in range(512, 1536, 128) for y in range(512, 1536, 128)}
+    assert {tuple(map(int, xy)) for xy in plan.xy} == expected  # the hole is filled, the speck gone
+    assert np.all(plan.tissue == 1.0)
+
+
+def test_overlap_and_a_finer_target_change_the_grid_and_the_level(slide_path):
+    slide = open_slide(slide_path)
+    fine = plan_tiles(slide, TileOptions(mpp=0.25, tile_size=128, overlap=0.5))
+    assert (fine.side, fine.level, fine.read_size) == (128, 0, 128)
+    xs = sorted({int(x) for x, _ in fine.xy})
+    assert xs[0] == 448 and np.all(np.diff(xs) == 64)  # 448: half on the tissue, min_tissue 0.5
+    coarse = plan_tiles(slide, TileOptions(mpp=1.5, tile_size=32))  # coarser than every level
+    assert coarse.level == 2 and coarse.read_size == round(192 / 4)
+
+
+def test_a_tile_is_the_slide_region_at_its_level(slide_path):
+    slide = open_slide(slide_path)
+    plan = plan_tiles(slide, TileOptions(mpp=0.5, tile_size=64))
+    x, y = (int(v) for v in plan.xy[0])
+    tile = read_tile(slide, plan, 0, 64)
+    np.testing.assert_array_equal(tile, slide.read(1, x, y, 64, 64))
+    resized = read_tile(slide, plan, 0, 32)
+    assert resized.shape == (32, 32, 3)
+    assert abs(float(resized.mean()) - float(tile.mean())) < 2.0
+
+
+def test_blank_glass_has_no_tissue():
+    glass = np.full((200, 300, 3), 240, np.uint8)
+    glass += np.random.default_rng(1).integers(0, 8, glass.shape, dtype=np.uint8)
+    assert not tissue_mask(glass).any()
+
+
+def test_the_dataset_gives_preprocessed_tiles_with_their_place(slide_path):
+    slide = open_slide(slide_path)
+    options = TileOptions(mpp=0.5, tile_size=64)
+    plan = plan_tiles(slide, options)
+    dataset = SlideTileDataset(
+        [plan], get_preset("path", size=64), options, spatial_dims=2, channels=3, native_size=64
+    )
+    assert len(dataset) == 64
+    item = dataset[5]
+    assert item["tensor"].shape == (3, 64, 64)
+    assert item["tile"]["level"] == 1 and item["source"].endswith("#tile={},{}".format(*plan.xy[5]))
+
+
+def test_slides_are_recognised_by_format_not_by_suffix_alone(slide_path, tmp_path):
+    assert is_slide(slide_path)
+    assert not is_slide(write_png(tmp_path / "flat.tif", np.zeros((8, 8), np.uint8)))
+
+
+def test_bad_slides_and_options_are_refused_with_the_reason(tmp_path, slide_path):
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes(slide_path.read_bytes()[:2000])
+    with pytest.raises(ImageReadError, match=r"cut\.svs: not a readable slide"):
+        open_slide(cut)
+    bare = write_slide(tmp_path / "bare.tiff", size=512, tissue=(128, 128, 384, 384), mpp=None)
+    with pytest.raises(ImageReadError, match=r"states no resolution.*--slide-mpp"):
+        open_slide(bare)
+    assert open_slide(bare, mpp=0.5).mpp == 0.5
+    with pytest.raises(ConfigError, match="--overlap"):
+        TileOptions(overlap=1.0).validate()
+
+
+def test_reading_a_slide_as_one_image_is_refused_with_what_to_do(slide_path):
+    from medfound.io import read_image
+
+    with pytest.raises(ImageReadError, match=r"whole-slide image; tile it .*medfound tile"):
+        read_image(slide_path)
