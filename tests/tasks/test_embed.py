@@ -458,3 +458,35 @@ def test_volumes_embed_slice_by_slice_with_a_2d_model_and_resume_per_slice(tmp_p
     )
     assert middle.embedded == 2
     assert sorted(_table(tmp_path / "m.parquet")["slice_index"]) == [1, 2]
+
+
+def test_whole_slides_embed_tile_by_tile_with_coordinates_and_resume_per_slide(tmp_path):
+    from tests.factories import write_slide
+
+    (tmp_path / "in").mkdir()
+    write_slide(tmp_path / "in" / "s.svs", size=1024, tissue=(256, 256, 768, 512))
+    image_folder(tmp_path / "in", n=1)
+    out = tmp_path / "w.parquet"
+    options = _options(image_size=64)  # tiles of 64 px at 0.5 um: 128 level-0 px of 0.25 um
+    summary = embed([tmp_path / "in"], out, model_name=TINY, random_init=True, options=options)
+    table = _table(out)
+    tiles = [i for i, s in enumerate(table["slide"]) if s]
+    assert summary.ok and len(tiles) == 8 and len(table["path"]) == 9
+    assert {(table["x"][i], table["y"][i]) for i in tiles} == {
+        (x, y) for x in range(256, 768, 128) for y in (256, 384)
+    }
+    assert {table["level"][i] for i in tiles} == {1} and {
+        table["tile_count"][i] for i in tiles
+    } == {8}
+    assert all(table["path"][i].endswith(f"#tile={table['x'][i]},{table['y'][i]}") for i in tiles)
+    assert len(list((tmp_path / "w.thumbnails").glob("*.png"))) == 1
+
+    # cut short after some tiles: only the missing tiles are embedded again
+    import pyarrow as pa
+
+    full = pq.read_table(out)
+    keep = [i not in tiles[5:] for i in range(len(table["path"]))]
+    pq.write_table(full.filter(pa.array(keep)), out)
+    again = embed([tmp_path / "in"], out, model_name=TINY, random_init=True, options=options)
+    assert again.embedded == 3 and again.already_done == 1
+    assert sorted(_table(out)["path"]) == sorted(table["path"])

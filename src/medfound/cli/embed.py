@@ -44,9 +44,19 @@ def embed_command(
     slice_axis: int | None = typer.Option(
         None, "--slice-axis", help="0, 1 or 2 (default: the acquisition axis, largest spacing)"
     ),
+    tile_mpp: float = typer.Option(
+        0.5, "--tile-mpp", help="Whole slides: micrometres per pixel of the tiles"
+    ),
+    tile_overlap: float = typer.Option(0.0, "--tile-overlap", help="Whole slides: tile overlap"),
+    min_tissue: float = typer.Option(
+        0.5, "--min-tissue", help="Whole slides: smallest tissue share of a kept tile"
+    ),
+    slide_mpp: float | None = typer.Option(
+        None, "--slide-mpp", help="Whole slides: level-0 micrometres per pixel if not stated"
+    ),
 ) -> None:
     """Embed images with a foundation model into a Parquet file, one row per image (per slice for
-    volumes given to a 2D model)."""
+    volumes given to a 2D model, per tissue tile for whole slides)."""
     from medfound.tasks.embed import EmbedOptions, embed
 
     options = EmbedOptions(
@@ -62,6 +72,10 @@ def embed_command(
         keep_uids=keep_uids,
         slices=slices,
         slice_axis=slice_axis,
+        tile_mpp=tile_mpp,
+        tile_overlap=tile_overlap,
+        min_tissue=min_tissue,
+        slide_mpp=slide_mpp,
     )
     summary = embed(
         [str(p) for p in inputs],

@@ -165,8 +165,8 @@ def read_tile(slide: Slide, plan: SlideTiles, index: int, tile_size: int) -> np.
 
 class SlideTileDataset(Dataset):
     """The tiles of planned slides, read in the workers (each opens its slides once): items as
-    data.ImageDataset makes them, plus `tile` = {slide, level, x, y, mpp}; an unreadable tile is an
-    error item naming it, and the rest of its slide goes on."""
+    data.ImageDataset makes them, plus `tile` = {slide, level, x, y, tile_mpp, tile_count}; an
+    unreadable tile is an error item naming it, and the rest of its slide goes on."""
 
     def __init__(self, plans: list[SlideTiles], preset: Preset, options: TileOptions, **shape):
         self.plans, self.preset, self.options, self.shape = plans, preset, options, shape
@@ -202,5 +202,12 @@ class SlideTileDataset(Dataset):
             "tensor": tensor,
             "modality": "SM",  # DICOM's code for slide microscopy
             "preset": self.preset.name,
-            "tile": {"slide": str(plan.slide), "level": plan.level, "x": x, "y": y},
+            "tile": {
+                "slide": str(plan.slide),
+                "level": plan.level,
+                "x": x,
+                "y": y,
+                "tile_mpp": self.options.mpp,
+                "tile_count": len(plan.xy),
+            },
         }

@@ -10,12 +10,13 @@ from medfound.io.dicom import DICOM_SUFFIXES, is_dicom_file, read_dicom, read_di
 from medfound.io.image import MedicalImage
 from medfound.io.metaimage import METAIMAGE_SUFFIXES, read_metaimage
 from medfound.io.raster import RASTER_SUFFIXES, read_raster
-from medfound.io.slide import is_slide
+from medfound.io.slide import SLIDE_SUFFIXES, is_slide
 from medfound.io.volume import NIFTI_SUFFIXES, read_nifti, read_npy
 from medfound.privacy import UidPolicy
 
 # A .mhd header's data file (.raw, .zraw) is never a source of its own: the header is.
 SUPPORTED_SUFFIXES = (
+    *SLIDE_SUFFIXES,  # found in folders; `embed` and `tile` tile them, read_image refuses them
     *RASTER_SUFFIXES,
     *DICOM_SUFFIXES,
     *NIFTI_SUFFIXES,

@@ -10,6 +10,7 @@ another folder or with absolute paths finds what is done. DICOM UIDs appear as k
 """
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -20,15 +21,18 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import torch
+from torch.utils.data import ConcatDataset, Dataset
 
 from medfound import __version__
 from medfound.data import ImageDataset, collect_sources
 from medfound.data.slices import FRAME_MARK, parse_slices
+from medfound.data.tiles import TILE_MARK, TileOptions
 from medfound.engine.distributed import distributed, local_rank, resolve_device
 from medfound.engine.loader import autocast, build_loader
 from medfound.engine.progress import progress_bar
-from medfound.errors import ConfigError, skip_message
+from medfound.errors import ConfigError, MedfoundError, skip_message
 from medfound.io.presets import get_preset
+from medfound.io.slide import is_slide
 from medfound.models import FoundationModel, load_model
 from medfound.privacy import uid_policy
 from medfound.tasks.parquet_writer import ResumableParquetWriter
@@ -53,6 +57,11 @@ class EmbedOptions:
     keep_uids: bool = False  # DICOM UIDs as they are, instead of keyed hashes (privacy.py)
     slices: str | int = "each"  # volumes into 2D models: each, middle or N slices (data/slices.py)
     slice_axis: int | None = None  # None: the acquisition axis
+    # whole slides (data/tiles.py): tiles of image_size (else the model's) px at tile_mpp
+    tile_mpp: float = 0.5
+    tile_overlap: float = 0.0
+    min_tissue: float = 0.5
+    slide_mpp: float | None = None  # for slides that state no resolution
     progress: bool = True
 
     def validate(self) -> None:
@@ -133,32 +142,40 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
         "dicom_series": group,
         "uids": uids.identity,
     }
-    if card.spatial_dims == 2:  # which slices of a volume are rows
+    if card.spatial_dims == 2:  # which slices of a volume and which tiles of a slide are rows
         identity["slices"] = {"mode": options.slices, "axis": options.slice_axis}
+        identity["tiles"] = dataclasses.asdict(_tile_options(options, card))
     metadata = {"medfound_card": card.to_json(), "medfound_preset": preset.to_json()}
     writer = ResumableParquetWriter(out, identity, _schema(options.pool, metadata), ctx.rank)
     started = time.perf_counter()
     summary = EmbedSummary(out=out)
     sources, problems = collect_sources(inputs, group_series=group, uids=uids)
     done = ctx.on_main(writer.done_ids)  # read by rank 0 before any rank writes
-    complete = ctx.on_main(lambda: _complete_volumes(writer))
+    complete = ctx.on_main(lambda: _complete_parts(writer))
     todo = [s for s in sources if s.id not in done and s.id not in complete]
     summary.already_done = len(sources) - len(todo)
     mine = todo[ctx.rank :: ctx.world_size]
     summary.skipped.extend(problems if ctx.is_main else [])
 
+    slides = [s for s in mine if not s.series and is_slide(s.paths[0])]
+    images = [s for s in mine if s not in slides]
     dataset = ImageDataset(
-        mine,
+        images,
         preset,
         **card.preprocess_args(),
         uids=uids,
         slices=options.slices,
         slice_axis=options.slice_axis,
     )
+    if slides:
+        tiles = _slide_tiles(slides, out, card, preset, options, summary)
+        dataset = ConcatDataset([dataset, tiles])
     runner = _Runner(model, device, options)
     loader = build_loader(dataset, device, options.workers, batch_size=options.batch_size)
     pending = _Rows(model, options.pool, skip=done)
-    with progress_bar(len(mine), "embedding", enabled=options.progress and ctx.is_main) as advance:
+    with progress_bar(
+        len(dataset), "embedding", enabled=options.progress and ctx.is_main
+    ) as advance:
         for batch in loader:
             for source, reason in batch["errors"]:
                 log.warning("skipped %s", skip_message(source, reason))
@@ -180,17 +197,61 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     return summary
 
 
-def _complete_volumes(writer: ResumableParquetWriter) -> set[str]:
-    """The volume sources whose every chosen slice was written by an earlier run."""
-    table = writer.read_columns(["path", "slice_count"])
+def _complete_parts(writer: ResumableParquetWriter) -> set[str]:
+    """The volumes (slices) and slides (tiles) whose every row was written by an earlier run."""
+    table = writer.read_columns(["path", "slice_count", "tile_count"])
     rows: dict[str, int] = {}
     wanted: dict[str, int] = {}
-    for path, count in zip(table["path"], table["slice_count"], strict=True):
+    for path, slices, tiles in zip(
+        table["path"], table["slice_count"], table["tile_count"], strict=True
+    ):
+        count, mark = (slices, FRAME_MARK) if slices is not None else (tiles, TILE_MARK)
         if count is not None:
-            base = path.rsplit(FRAME_MARK, 1)[0]
+            base = path.rsplit(mark, 1)[0]
             rows[base] = rows.get(base, 0) + 1
             wanted[base] = count
     return {base for base, n in rows.items() if n >= wanted[base]}
+
+
+def _tile_options(options: EmbedOptions, card) -> TileOptions:
+    size = options.image_size or card.input_size
+    return TileOptions(
+        mpp=options.tile_mpp,
+        tile_size=int(size if isinstance(size, int) else size[0]),
+        overlap=options.tile_overlap,
+        min_tissue=options.min_tissue,
+        slide_mpp=options.slide_mpp,
+    )
+
+
+def _slide_tiles(slides, out: Path, card, preset, options: EmbedOptions, summary) -> Dataset:
+    """The tissue tiles of `slides` as a dataset (thumbnails written beside OUT); slides that cannot
+    be opened or planned are reported and skipped."""
+    from medfound.data.tiles import SlideTileDataset, draw_thumbnail, plan_tiles
+    from medfound.io.slide import open_slide
+    from medfound.tasks.tile import thumbnail_path
+
+    tile_options = _tile_options(options, card)
+    tile_options.validate()
+    plans = []
+    for source in slides:
+        if card.spatial_dims != 2 or card.in_channels != 3:
+            reason = f"a whole slide needs a 2D RGB model; {card.name} is not one"
+            summary.skipped.append((source.id, reason))
+            continue
+        try:
+            slide = open_slide(source.paths[0], tile_options.slide_mpp)
+            try:
+                plan = plan_tiles(slide, tile_options)
+            finally:
+                slide.close()
+        except MedfoundError as exc:
+            log.warning("skipped %s", skip_message(source.id, str(exc)))
+            summary.skipped.append((source.id, str(exc)))
+            continue
+        draw_thumbnail(plan, thumbnail_path(out, plan.slide))
+        plans.append(plan)
+    return SlideTileDataset(plans, preset, tile_options, **card.preprocess_args())
 
 
 def _name_from_weights(weights: str | Path | None) -> str:
@@ -260,12 +321,22 @@ _SLICE_COLUMNS = {
     "slice_position_mm": pa.float64(),
     "slice_count": pa.int32(),
 }
+# Tiles of a whole slide (null otherwise): where the tile lies, at which resolution, and how many
+# tiles its slide gives (for resume).
+_TILE_COLUMNS = {
+    "slide": pa.string(),
+    "level": pa.int32(),
+    "x": pa.int64(),
+    "y": pa.int64(),
+    "tile_mpp": pa.float64(),
+    "tile_count": pa.int32(),
+}
 
 
 def _schema(pool: str, metadata: dict[str, str]) -> pa.Schema:
     """The output's columns (see the README's layout); `shape` only with --pool none."""
     fields = [pa.field(name, pa.string()) for name in _SCALARS]
-    fields += [pa.field(name, kind) for name, kind in _SLICE_COLUMNS.items()]
+    fields += [pa.field(name, kind) for name, kind in (_SLICE_COLUMNS | _TILE_COLUMNS).items()]
     fields.append(pa.field("embedding", pa.list_(pa.float32())))
     if pool == "none":
         fields.append(pa.field("shape", pa.list_(pa.int32())))
@@ -290,7 +361,9 @@ class _Rows:
         self._reset()
 
     def _reset(self) -> None:
-        self.columns: dict[str, list] = {name: [] for name in (*_SCALARS, *_SLICE_COLUMNS)}
+        self.columns: dict[str, list] = {
+            name: [] for name in (*_SCALARS, *_SLICE_COLUMNS, *_TILE_COLUMNS)
+        }
         self.blocks: list[np.ndarray] = []
 
     def __len__(self) -> int:
@@ -314,6 +387,9 @@ class _Rows:
                     _SLICE_COLUMNS, ("index", "position_mm", "count"), strict=True
                 ):
                     self.columns[column].append(None if part is None else part[key])
+                tile = item.get("tile") or {}
+                for column in _TILE_COLUMNS:
+                    self.columns[column].append(tile.get(column))
         self.blocks.append(outputs.numpy()[np.asarray(keep, dtype=bool)])
         return sum(keep)
 

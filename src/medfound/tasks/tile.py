@@ -68,7 +68,7 @@ def tile_slides(slides: list[str | Path], out: str | Path, options: TileOptions)
             plan = plan_tiles(slide, options)
             if to_table:
                 _write_rows(plan, options, done)
-                draw_thumbnail(plan, _thumbnail(out, slide_path))
+                draw_thumbnail(plan, thumbnail_path(out, slide_path))
                 summary.tiles += len(plan.xy)
             else:
                 summary.tiles += _write_tiles(slide, plan, options, done, summary)
@@ -97,7 +97,8 @@ def _part(parts: Path, slide: Path, to_table: bool) -> Path:
     return parts / (f"{_key(slide)}.parquet" if to_table else _key(slide))
 
 
-def _thumbnail(out: Path, slide: Path) -> Path:
+def thumbnail_path(out: Path, slide: Path) -> Path:
+    """OUT.thumbnails/<slide>.png beside a Parquet OUT (its folder made)."""
     folder = out.with_name(out.name.removesuffix(".parquet") + ".thumbnails")
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{_key(slide)}.png"
