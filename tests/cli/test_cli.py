@@ -35,7 +35,7 @@ def test_help_lists_every_command_with_its_summary():
     listed = dict(re.findall(r"^│ (\S+)\s{2,}(.+?)\s*│$", panel, flags=re.MULTILINE))
     expected = {"embed", "export", "models", "demo", "pretrain", "convert", "restore"}
     transfer = {"finetune", "probe", "predict", "example-data", "study", "report"}
-    assert set(listed) == expected | transfer | {"plot-embeddings"}
+    assert set(listed) == expected | transfer | {"plot-embeddings", "tile"}
     assert listed["models"] == "List the model zoo, or show one model's card."
     assert listed["demo"].startswith("Pretrain (SimCLR 2D, Models Genesis 3D), then transfer")
 

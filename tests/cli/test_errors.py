@@ -43,3 +43,21 @@ def test_no_cli_module_keeps_a_markup_console():
         loaded = importlib.import_module(f"medfound.cli.{module.name}")
         consoles += [v for v in vars(loaded).values() if isinstance(v, Console)]
     assert len(consoles) >= 10 and not any(c._markup for c in consoles)
+
+
+def test_no_help_text_loses_brackets_to_markup():
+    import click
+    import typer
+    from rich.markup import render
+
+    from medfound.cli.main import app
+
+    def texts(command: click.Command):
+        yield command.name, command.help or ""
+        for param in command.params:
+            yield f"{command.name} {param.name}", getattr(param, "help", None) or ""
+        for sub in getattr(command, "commands", {}).values():
+            yield from texts(sub)
+
+    for where, text in texts(typer.main.get_command(app)):
+        assert render(text).plain == text.replace("\\[", "["), where

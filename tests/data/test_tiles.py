@@ -77,7 +77,7 @@ def test_bad_slides_and_options_are_refused_with_the_reason(tmp_path, slide_path
     with pytest.raises(ImageReadError, match=r"cut\.svs: not a readable slide"):
         open_slide(cut)
     bare = write_slide(tmp_path / "bare.tiff", size=512, tissue=(128, 128, 384, 384), mpp=None)
-    with pytest.raises(ImageReadError, match=r"states no resolution.*--slide-mpp"):
+    with pytest.raises(ImageReadError, match=r"states no usable resolution.*--slide-mpp"):
         open_slide(bare)
     assert open_slide(bare, mpp=0.5).mpp == 0.5
     with pytest.raises(ConfigError, match="--overlap"):
@@ -89,3 +89,45 @@ def test_reading_a_slide_as_one_image_is_refused_with_what_to_do(slide_path):
 
     with pytest.raises(ImageReadError, match=r"whole-slide image; tile it .*medfound tile"):
         read_image(slide_path)
+
+
+def test_specks_are_not_tissue_even_when_any_tissue_would_keep_a_tile(slide_path):
+    plan = plan_tiles(open_slide(slide_path), TileOptions(mpp=0.5, tile_size=64, min_tissue=0.01))
+    assert (0, 0) not in {tuple(map(int, xy)) for xy in plan.xy}  # the speck lies at (40, 40)
+    assert len(plan.xy) == 64
+
+
+def test_gray_and_16_bit_regions_become_rgb_8_bit():
+    from medfound.io.slide import as_rgb8
+
+    gray16 = np.array([[[0], [65535]]], dtype=np.uint16)
+    np.testing.assert_array_equal(as_rgb8(gray16), [[[0, 0, 0], [255, 255, 255]]])
+    rgba = np.zeros((1, 1, 4), np.uint8)
+    assert as_rgb8(rgba).shape == (1, 1, 3)
+
+
+def test_a_screen_resolution_is_no_resolution_and_a_given_one_wins(tmp_path):
+    dpi72 = write_slide(tmp_path / "dpi.tiff", size=512, tissue=(128, 128, 384, 384), mpp=352.8)
+    with pytest.raises(ImageReadError, match="no usable resolution"):
+        open_slide(dpi72)
+    assert open_slide(dpi72, mpp=0.25).mpp == 0.25
+    other = write_slide(tmp_path / "s.tiff", size=512, tissue=(128, 128, 384, 384), mpp=0.5)
+    assert open_slide(other, mpp=0.3).mpp == 0.3
+
+
+def test_the_dataset_keeps_few_slides_open(tmp_path):
+    options = TileOptions(mpp=0.5, tile_size=64)
+    plans = [
+        plan_tiles(
+            open_slide(write_slide(tmp_path / f"{k}.tiff", size=512, tissue=(0, 0, 512, 512))),
+            options,
+        )
+        for k in range(4)
+    ]
+    dataset = SlideTileDataset(
+        plans, get_preset("path", size=64), options, spatial_dims=2, channels=3, native_size=64
+    )
+    per_slide = len(plans[0].xy)
+    for index in range(0, len(dataset), per_slide):  # one tile of every slide in turn
+        assert dataset[index]["source"].startswith(str(plans[index // per_slide].slide))
+        assert len(dataset._open) <= 2

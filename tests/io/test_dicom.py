@@ -234,9 +234,11 @@ def test_enhanced_multiframe_windows_are_applied_frame_by_frame_for_radiographs(
     from pydicom.sequence import Sequence
 
     shared = _item(
-        PixelValueTransformationSequence=Sequence([_item(RescaleSlope=1.0, RescaleIntercept=0.0)])
+        PixelValueTransformationSequence=Sequence(
+            [_item(RescaleSlope=2.0, RescaleIntercept=-1000.0)]
+        )
     )
-    per_frame = [
+    per_frame = [  # windows in rescaled units: the stored 1000 is 2 * 1000 - 1000 = 1000
         _item(FrameVOILUTSequence=Sequence([_item(WindowCenter=c, WindowWidth=100.0)]))
         for c in (500.0, 1500.0)
     ]
@@ -248,7 +250,23 @@ def test_enhanced_multiframe_windows_are_applied_frame_by_frame_for_radiographs(
         PerFrameFunctionalGroupsSequence=Sequence(per_frame),
         SharedFunctionalGroupsSequence=Sequence([shared]),
     )
-    values = read_image(path).array
-    top = 2**12 - 1
+    image = read_image(path)
+    low, high = image.value_range
+    assert (low, high) == (-1000.0, 2 * 4095 - 1000.0)  # the rescaled range of 12 bits
     # 1000 is above the first frame's window (white) and below the second's (black)
-    assert values[0, ..., 0].min() == top and values[0, ..., 1].max() == 0
+    assert image.array[0, ..., 0].min() == high and image.array[0, ..., 1].max() == low
+
+
+def test_a_dicom_whole_slide_image_or_a_huge_file_is_refused_before_decoding(tmp_path):
+    slide = write_dicom(
+        tmp_path / "wsi.dcm",
+        np.zeros((2, 4, 4), np.uint16),
+        SOPClassUID="1.2.840.10008.5.1.4.1.1.77.1.6",
+    )
+    with pytest.raises(ImageReadError, match="whole-slide image"):
+        read_image(slide)
+    huge = write_dicom(
+        tmp_path / "huge.dcm", np.zeros((4, 4), np.uint16), Rows=40000, Columns=40000
+    )
+    with pytest.raises(ImageReadError, match="too many"):
+        read_image(huge)

@@ -216,3 +216,18 @@ def test_a_label_subset_smaller_than_a_batch_trains_with_a_smaller_batch(labels,
     assert result.counts["train"] < FAST["batch_size"]
     assert saved["batch_size"] == result.counts["train"]
     assert result.counts["unused"] > 0
+
+
+def test_predict_reports_a_volume_given_to_a_2d_classifier_and_goes_on(run, labels, tmp_path):
+    from medfound.tasks.predict import predict
+    from tests.factories import write_nifti
+
+    out, _ = run
+    import numpy as np
+
+    volume = write_nifti(tmp_path / "v.nii.gz", np.ones((8, 8, 4)))
+    with open(out / "predictions.csv") as fh:
+        first = next(csv.DictReader(fh))["id"]
+    summary = predict(out, [first, volume], tmp_path / "pred", workers=0)
+    assert summary.predicted == 1
+    assert [s for s, _ in summary.skipped] == [str(volume.resolve())]

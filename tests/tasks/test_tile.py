@@ -110,3 +110,11 @@ def test_cli_reports_a_bad_slide_and_tiles_the_rest(slides, tmp_path):
     lines = [line for line in result.output.splitlines() if line.startswith("skipped ")]
     assert len(lines) == 2
     assert "bad.svs: not a readable slide" in lines[0] and "--slide-mpp" in lines[1]
+
+
+def test_another_grid_into_the_same_output_is_refused(slides, tmp_path):
+    from medfound.errors import ConfigError
+
+    tile_slides(slides[1:], tmp_path / "t.parquet", OPTIONS)
+    with pytest.raises(ConfigError, match="tiled with other options"):
+        tile_slides(slides, tmp_path / "t.parquet", TileOptions(mpp=0.5, tile_size=32))

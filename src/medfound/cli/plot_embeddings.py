@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from medfound.cli.errors import handles_errors, text_console
 
@@ -20,7 +21,7 @@ def plot_embeddings_command(
         "with --labels, one of the label CSV",
     ),
     method: str = typer.Option(
-        "pca", "--method", "-m", help="pca (fast), umap or tsne (these need medfound[maps])"
+        "pca", "--method", "-m", help=escape("pca (fast), umap or tsne (these need medfound[maps])")
     ),
     labels: Path | None = typer.Option(
         None,

@@ -15,9 +15,10 @@ from medfound.privacy import UidPolicy
 class ImageDataset(Dataset):
     """Items are dicts: {index, source, tensor, source_id, modality, preset} or {index, source, error}.
 
-    The keyword arguments after `preset` are the model's shape (`ModelCard.preprocess_args()`). A
-    volume given to a 2D model gives its slices (`slices`, `slice_axis`; see data/slices.py): the item
-    is a `group` whose tensor is (k, C, H, W), with `slices` = [{index, position_mm, count}] per slice.
+    The keyword arguments after `preset` are the model's shape (`ModelCard.preprocess_args()`). With
+    `slices` (each, middle or N; see data/slices.py), a volume given to a 2D model gives its slices:
+    the item is a `group` whose tensor is (k, C, H, W), with `slices` = [{index, position_mm, count}]
+    per slice; without, such a volume is an error item (callers that pair one output with one item).
     """
 
     def __init__(
@@ -30,7 +31,7 @@ class ImageDataset(Dataset):
         native_size,
         native_spacing: tuple[float, ...] | None = None,
         uids: UidPolicy | None = None,
-        slices: str | int = "each",
+        slices: str | int | None = None,
         slice_axis: int | None = None,
     ):
         self.sources = sources
@@ -63,7 +64,11 @@ class ImageDataset(Dataset):
                 "modality": image.modality,
                 "preset": resolve_auto(self.preset, image).name,
             }
-            if self.shape_args["spatial_dims"] == 2 and image.array.ndim == 4:
+            if (
+                slices is not None
+                and self.shape_args["spatial_dims"] == 2
+                and image.array.ndim == 4
+            ):
                 parts = volume_slices(image, slices, self.slice_axis)
                 tensors = [preprocess(p.image, self.preset, **self.shape_args) for p in parts]
                 slices = [

@@ -18,12 +18,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medfound.errors import ConfigError, MedfoundError
+from medfound.errors import ConfigError, ImageReadError, MedfoundError
 from medfound.io.image import MedicalImage
 from medfound.io.presets import Preset, preprocess
 from medfound.io.slide import Slide, open_slide
 
 THUMBNAIL_SIDE = 2048  # the tissue mask is computed on the most detailed level at most this long
+MAX_MASK_SIDE = 8192  # a slide whose smallest level is longer has no usable pyramid
+MAX_GRID = 5_000_000  # tiles of one slide's grid: more means a wrong resolution or tile size
+OPEN_SLIDES = 2  # slides a dataset keeps open per worker
 MIN_SATURATION = 0.05
 MIN_FRAGMENT = 1e-4  # share of the slide's area below which a tissue fragment is dropped
 TILE_MARK = "#tile="
@@ -68,6 +71,17 @@ class SlideTiles:
     thumbnail: np.ndarray = field(repr=False)  # RGB uint8 of the low-resolution level
     mask: np.ndarray = field(repr=False)  # bool, the thumbnail's tissue
     thumbnail_downsample: float = 1.0  # level-0 pixels per thumbnail pixel
+    count: int = 0  # tiles of the whole plan (xy may be left with only those still to do)
+
+    def forget_pictures(self) -> None:
+        """Drop the thumbnail and mask (megabytes per slide) once the thumbnail is drawn."""
+        self.thumbnail = self.mask = np.zeros((0, 0), np.uint8)
+
+    def without(self, done: set[str]) -> "SlideTiles":
+        """This plan with the tiles whose ids are in `done` left out (its count kept)."""
+        keep = [i for i in range(len(self.xy)) if self.tile_id(i) not in done]
+        self.xy, self.tissue = self.xy[keep], self.tissue[keep]
+        return self
 
     def tile_id(self, index: int) -> str:
         """`<slide path>#tile=<x>,<y>`: what outputs and resume use."""
@@ -104,11 +118,21 @@ def plan_tiles(slide: Slide, options: TileOptions) -> SlideTiles:
     read_size = max(1, round(side / slide.level_downsamples[level]))
     thumb_level = slide.lowest_level(THUMBNAIL_SIDE)
     width, height = slide.level_dimensions[thumb_level]
+    if max(width, height) > MAX_MASK_SIDE:
+        raise ImageReadError(
+            f"{slide.path}: no pyramid level of at most {MAX_MASK_SIDE} px to find the tissue on "
+            f"(the smallest is {width} x {height}); save the slide with a pyramid"
+        )
     thumbnail = slide.read(thumb_level, 0, 0, width, height)
     mask = tissue_mask(thumbnail)
     scale = slide.dimensions[0] / width  # level-0 pixels per thumbnail pixel
     xs = np.arange(0, slide.dimensions[0] - side + 1, stride)
     ys = np.arange(0, slide.dimensions[1] - side + 1, stride)
+    if len(xs) * len(ys) > MAX_GRID:
+        raise ImageReadError(
+            f"{slide.path}: {len(xs) * len(ys):,} grid cells at {slide.mpp} um per level-0 pixel "
+            "(a wrong resolution? give --slide-mpp)"
+        )
     grid = np.array([(x, y) for y in ys for x in xs], dtype=np.int64).reshape(-1, 2)
     shares = np.array([_share(mask, x, y, side, scale) for x, y in grid], dtype=np.float64)
     keep = shares >= options.min_tissue
@@ -123,6 +147,7 @@ def plan_tiles(slide: Slide, options: TileOptions) -> SlideTiles:
         thumbnail,
         mask,
         scale,
+        count=int(keep.sum()),
     )
 
 
@@ -170,19 +195,22 @@ class SlideTileDataset(Dataset):
 
     def __init__(self, plans: list[SlideTiles], preset: Preset, options: TileOptions, **shape):
         self.plans, self.preset, self.options, self.shape = plans, preset, options, shape
-        self.index = [(p, t) for p, plan in enumerate(plans) for t in range(len(plan.xy))]
-        self._open: dict[Path, Slide] = {}
+        self.starts = np.cumsum([0] + [len(plan.xy) for plan in plans])  # tile i: plan by bisection
+        self._open: dict[Path, Slide] = {}  # the last OPEN_SLIDES slides read, oldest first
 
     def __len__(self) -> int:
-        return len(self.index)
+        return int(self.starts[-1])
 
     def _slide(self, plan: SlideTiles) -> Slide:
-        if plan.slide not in self._open:
-            self._open[plan.slide] = open_slide(plan.slide, self.options.slide_mpp)
-        return self._open[plan.slide]
+        slide = self._open.pop(plan.slide, None) or open_slide(plan.slide, self.options.slide_mpp)
+        self._open[plan.slide] = slide
+        while len(self._open) > OPEN_SLIDES:  # thousands of slides: never thousands of files open
+            self._open.pop(next(iter(self._open))).close()
+        return slide
 
     def __getitem__(self, index: int) -> dict:
-        p, t = self.index[index]
+        p = int(np.searchsorted(self.starts, index, side="right")) - 1
+        t = index - int(self.starts[p])
         plan = self.plans[p]
         tile_id = plan.tile_id(t)
         x, y = (int(v) for v in plan.xy[t])
@@ -208,6 +236,6 @@ class SlideTileDataset(Dataset):
                 "x": x,
                 "y": y,
                 "tile_mpp": self.options.mpp,
-                "tile_count": len(plan.xy),
+                "tile_count": plan.count,
             },
         }

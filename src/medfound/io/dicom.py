@@ -111,6 +111,28 @@ def _decode_pixels(ds, path: Path) -> np.ndarray:
         raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({exc})") from exc
 
 
+_WHOLE_SLIDE = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image Storage
+_MAX_VALUES = 2**30  # 4 GB as float32: more than any one image medfound reads whole
+
+
+def _check_readable_whole(ds, path: Path) -> None:
+    """Refuse, before decoding, what cannot be read as one image: DICOM whole-slide images (their
+    frames are tiles of a gigapixel level) and anything above _MAX_VALUES values."""
+    if str(ds.get("SOPClassUID", "")) == _WHOLE_SLIDE:
+        raise ImageReadError(
+            f"{path}: a DICOM whole-slide image (its frames are tiles); it cannot be read as one "
+            "image, and tiling DICOM slides is not supported yet"
+        )
+    values = 1
+    for keyword in ("NumberOfFrames", "Rows", "Columns", "SamplesPerPixel"):
+        values *= int(ds.get(keyword, 1) or 1)
+    if values > _MAX_VALUES:
+        raise ImageReadError(
+            f"{path}: {values:,} pixel values ({4 * values / 2**30:.0f} GB as float32) are too many "
+            "to read as one image"
+        )
+
+
 def _stored_range(ds) -> tuple[float, float]:
     """Range of the stored values after the modality LUT (DICOM PS3.3 C.11.1.1)."""
     if ds.get("ModalityLUTSequence"):
@@ -133,36 +155,23 @@ def _gray_pipeline(pixels: np.ndarray, ds, modality: str | None):
     files carry both LUTs per frame in their functional groups: those are applied frame by frame."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    frame_groups = _frame_groups(ds, pixels.shape[0]) if pixels.ndim == 3 else None
-    if frame_groups is not None and _has_frame_lut(
-        frame_groups, "PixelValueTransformationSequence"
-    ):
+    groups = _frame_groups(ds, pixels.shape[0]) if pixels.ndim == 3 else None
+    if groups is not None and _has_frame_lut(groups, _RESCALE):
+        views = [_frame_view(ds, g, (_RESCALE, _WINDOW)) for g in groups]
         values = np.stack(
-            [
-                apply_modality_lut(
-                    frame, _frame_view(ds, groups, "PixelValueTransformationSequence")
-                )
-                for frame, groups in zip(pixels, frame_groups, strict=True)
-            ]
+            [apply_modality_lut(f, v) for f, v in zip(pixels, views, strict=True)]
         ).astype(np.float32)
-        ds = _frame_view(ds, frame_groups[0], "PixelValueTransformationSequence")  # for the range
+        ds = views[0]  # the rescaled range (frames share their bits; ranges from the first)
     else:
         values = apply_modality_lut(pixels, ds).astype(np.float32)
     value_range: tuple[float, float] | None = None
-    if (
-        modality not in _QUANTITATIVE
-        and frame_groups
-        and _has_frame_lut(frame_groups, "FrameVOILUTSequence")
-    ):
+    if modality not in _QUANTITATIVE and groups is not None and _has_frame_lut(groups, _WINDOW):
+        # the window of each frame, on values in its rescaled units (hence both items in the view)
+        views = [_frame_view(ds, g, (_RESCALE, _WINDOW)) for g in groups]
         values = np.stack(
-            [
-                apply_voi_lut(
-                    frame, _frame_view(ds, groups, "FrameVOILUTSequence"), prefer_lut=False
-                )
-                for frame, groups in zip(values, frame_groups, strict=True)
-            ]
+            [apply_voi_lut(f, v, prefer_lut=False) for f, v in zip(values, views, strict=True)]
         ).astype(np.float32)
-        value_range = _stored_range(ds)
+        value_range = _stored_range(views[0])
     elif modality not in _QUANTITATIVE:
         if ds.get("VOILUTSequence"):
             values = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float32)
@@ -176,6 +185,10 @@ def _gray_pipeline(pixels: np.ndarray, ds, modality: str | None):
         lo, hi = value_range if value_range else (float(values.min()), float(values.max()))
         values = (lo + hi) - values
     return values, value_range
+
+
+_RESCALE = "PixelValueTransformationSequence"  # per-frame modality LUT (RescaleSlope/Intercept)
+_WINDOW = "FrameVOILUTSequence"  # per-frame window (WindowCenter/Width)
 
 
 def _frame_groups(ds, frames: int) -> list[tuple] | None:
@@ -192,9 +205,9 @@ def _has_frame_lut(frame_groups: list[tuple], sequence: str) -> bool:
     return all(any(g is not None and g.get(sequence) for g in groups) for groups in frame_groups)
 
 
-def _frame_view(ds, groups: tuple, sequence: str):
-    """A copy of `ds`'s pixel attributes with the frame's `sequence` item (per-frame first, else
-    shared) as top-level attributes, so that pydicom's LUT functions apply that frame's LUT."""
+def _frame_view(ds, groups: tuple, sequences: tuple[str, ...]):
+    """A copy of `ds`'s pixel attributes with the frame's items of `sequences` (per-frame first,
+    else shared) as top-level attributes, so that pydicom's LUT functions apply that frame's LUTs."""
     from pydicom.dataset import Dataset
 
     view = Dataset()
@@ -206,9 +219,10 @@ def _frame_view(ds, groups: tuple, sequence: str):
     ):
         if keyword in ds:
             setattr(view, keyword, ds.get(keyword))
-    item = next(g.get(sequence)[0] for g in groups if g is not None and g.get(sequence))
-    for element in item:
-        view.add(element)
+    for sequence in sequences:
+        items = [g.get(sequence) for g in groups if g is not None and g.get(sequence)]
+        for element in items[0][0] if items else []:
+            view.add(element)
     return view
 
 
@@ -265,6 +279,7 @@ def read_dicom(path: Path, uids: UidPolicy | None = None) -> MedicalImage:
     (enhanced CT/MR), else (columns, rows, frames) as stored (see `_multiframe_volume`).
     """
     ds = _read_dataset(path)
+    _check_readable_whole(ds, path)
     pixels = _decode_pixels(ds, path)
     modality = str(ds.get("Modality")) if ds.get("Modality") else None
     frames = int(ds.get("NumberOfFrames", 1) or 1)

@@ -1,6 +1,8 @@
-"""Whole-slide images (SVS, NDPI, MRXS, SCN, pyramidal TIFF) through tiffslide: pure Python on
-tifffile, so no system OpenSlide is needed. Regions are read from any pyramid level in level-0
-coordinates, as OpenSlide does; every failure names the slide (and the region)."""
+"""Whole-slide images (Aperio SVS, Hamamatsu NDPI, Leica SCN, Ventana BIF, Philips and generic
+pyramidal TIFF) through tiffslide: pure Python on tifffile, so no system OpenSlide is needed
+(formats outside TIFF, such as MIRAX .mrxs, would need OpenSlide and are not read). Regions are read
+from any pyramid level in level-0 coordinates, as OpenSlide does, always as RGB uint8 (grayscale
+repeated, 16-bit scaled); every failure names the slide (and the region)."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,10 @@ from medfound._optional import require
 from medfound.errors import ImageReadError
 
 # Suffixes that are always slides; .tif/.tiff are slides when pyramidal (several levels).
-SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu")
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif")
+# Stated resolutions outside this range are taken as missing: a generic TIFF tagged 72 dpi says
+# 352.8 um per pixel, which would make a tile a pixel wide.
+MPP_RANGE = (0.05, 20.0)
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -52,7 +57,7 @@ class Slide:
                 f"{self.path}: region x={x} y={y} level={level} unreadable "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
-        return np.ascontiguousarray(np.asarray(region)[..., :3])
+        return as_rgb8(np.asarray(region))
 
     def lowest_level(self, max_side: int) -> int:
         """The most detailed level whose longer side is at most `max_side` (else the smallest)."""
@@ -65,9 +70,26 @@ class Slide:
         self.handle.close()
 
 
+def as_rgb8(region: np.ndarray) -> np.ndarray:
+    """A region as RGB uint8: alpha dropped, grayscale repeated, wider integers scaled down."""
+    if region.ndim == 2:
+        region = region[..., None]
+    if region.shape[-1] in (2, 4):  # gray + alpha, RGBA
+        region = region[..., :-1]
+    if region.shape[-1] == 1:
+        region = np.repeat(region, 3, axis=-1)
+    if region.dtype != np.uint8:
+        top = (
+            np.iinfo(region.dtype).max if region.dtype.kind in "ui" else max(float(region.max()), 1)
+        )
+        region = np.clip(region.astype(np.float32) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(region[..., :3])
+
+
 def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
-    """Open `path`; `mpp` (micrometres per level-0 pixel) is used when the file states none.
-    ImageReadError for an unreadable slide, or one without resolution and without `mpp`."""
+    """Open `path`; `mpp` (micrometres per level-0 pixel), when given, overrides what the file
+    states (a stated value outside MPP_RANGE counts as none). ImageReadError for an unreadable
+    slide, or one without a usable resolution and without `mpp`."""
     tiffslide = require("tiffslide", None, "whole-slide images")
     path = Path(path)
     try:
@@ -80,11 +102,14 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
         handle.read_region((0, 0), len(levels) - 1, (1, 1), as_array=True)
     except Exception as exc:
         raise ImageReadError(f"{path}: not a readable slide ({type(exc).__name__}: {exc})") from exc
-    resolution = float(stated) if stated else mpp
+    stated = float(stated) if stated else None
+    if stated is not None and not MPP_RANGE[0] <= stated <= MPP_RANGE[1]:
+        stated = None  # a screen resolution tag, not a microscope's
+    resolution = mpp or stated  # a given --slide-mpp wins over the file
     if not resolution or resolution <= 0:
         handle.close()
         raise ImageReadError(
-            f"{path}: the slide states no resolution (micrometres per pixel); give it with "
-            "--slide-mpp"
+            f"{path}: the slide states no usable resolution (micrometres per pixel); give it "
+            "with --slide-mpp"
         )
     return Slide(path, handle, resolution, dimensions, levels, downsamples)

@@ -158,7 +158,8 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     summary.skipped.extend(problems if ctx.is_main else [])
 
     slides = [s for s in mine if not s.series and is_slide(s.paths[0])]
-    images = [s for s in mine if s not in slides]
+    slide_ids = {s.id for s in slides}
+    images = [s for s in mine if s.id not in slide_ids]
     dataset = ImageDataset(
         images,
         preset,
@@ -168,7 +169,7 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
         slice_axis=options.slice_axis,
     )
     if slides:
-        tiles = _slide_tiles(slides, out, card, preset, options, summary)
+        tiles = _slide_tiles(slides, out, card, preset, options, summary, done)
         dataset = ConcatDataset([dataset, tiles])
     runner = _Runner(model, device, options)
     loader = build_loader(dataset, device, options.workers, batch_size=options.batch_size)
@@ -200,7 +201,7 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
 def _complete_parts(writer: ResumableParquetWriter) -> set[str]:
     """The volumes (slices) and slides (tiles) whose every row was written by an earlier run."""
     table = writer.read_columns(["path", "slice_count", "tile_count"])
-    rows: dict[str, int] = {}
+    rows: dict[str, set[str]] = {}
     wanted: dict[str, int] = {}
     for path, slices, tiles in zip(
         table["path"], table["slice_count"], table["tile_count"], strict=True
@@ -208,9 +209,9 @@ def _complete_parts(writer: ResumableParquetWriter) -> set[str]:
         count, mark = (slices, FRAME_MARK) if slices is not None else (tiles, TILE_MARK)
         if count is not None:
             base = path.rsplit(mark, 1)[0]
-            rows[base] = rows.get(base, 0) + 1
+            rows.setdefault(base, set()).add(path)  # distinct: a merge cut short repeats rows
             wanted[base] = count
-    return {base for base, n in rows.items() if n >= wanted[base]}
+    return {base for base, paths in rows.items() if len(paths) >= wanted[base]}
 
 
 def _tile_options(options: EmbedOptions, card) -> TileOptions:
@@ -224,9 +225,9 @@ def _tile_options(options: EmbedOptions, card) -> TileOptions:
     )
 
 
-def _slide_tiles(slides, out: Path, card, preset, options: EmbedOptions, summary) -> Dataset:
-    """The tissue tiles of `slides` as a dataset (thumbnails written beside OUT); slides that cannot
-    be opened or planned are reported and skipped."""
+def _slide_tiles(slides, out: Path, card, preset, options: EmbedOptions, summary, done) -> Dataset:
+    """The tissue tiles of `slides` not yet in `done`, as a dataset (thumbnails written beside OUT);
+    slides that cannot be opened or planned are reported and skipped."""
     from medfound.data.tiles import SlideTileDataset, draw_thumbnail, plan_tiles
     from medfound.io.slide import open_slide
     from medfound.tasks.tile import thumbnail_path
@@ -250,7 +251,8 @@ def _slide_tiles(slides, out: Path, card, preset, options: EmbedOptions, summary
             summary.skipped.append((source.id, str(exc)))
             continue
         draw_thumbnail(plan, thumbnail_path(out, plan.slide))
-        plans.append(plan)
+        plan.forget_pictures()
+        plans.append(plan.without(done))
     return SlideTileDataset(plans, preset, tile_options, **card.preprocess_args())
 
 
@@ -287,6 +289,8 @@ class _Runner:
         self.precision = options.precision
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.shape[0] > self.batch_size:  # the slices of volumes: at most a batch per forward
+            return torch.cat([self(part) for part in batch.split(self.batch_size)])
         n = batch.shape[0]
         if self.compiled and n < self.batch_size:
             # A fixed batch shape avoids recompiling for the last, smaller batch.

@@ -12,7 +12,9 @@ unreadable tile is reported and the rest of its slide is written.
 """
 
 import csv
+import dataclasses
 import hashlib
+import json
 import logging
 import shutil
 import time
@@ -29,6 +31,7 @@ from medfound.io.slide import open_slide
 
 log = logging.getLogger(__name__)
 
+OPTIONS_FILE = ".tile-options.json"
 COLUMNS = ("path", "slide", "level", "x", "y", "side", "mpp", "slide_mpp", "tissue")
 
 
@@ -52,6 +55,7 @@ def tile_slides(slides: list[str | Path], out: str | Path, options: TileOptions)
     to_table = out.suffix.lower() == ".parquet"
     parts = out.with_name(out.name + ".parts") if to_table else out
     parts.mkdir(parents=True, exist_ok=True)
+    _claim(parts, options)
     summary = TileSummary(out=out)
     for slide_path in (Path(s).resolve() for s in slides):
         done = _part(parts, slide_path, to_table)
@@ -67,8 +71,8 @@ def tile_slides(slides: list[str | Path], out: str | Path, options: TileOptions)
         try:
             plan = plan_tiles(slide, options)
             if to_table:
-                _write_rows(plan, options, done)
                 draw_thumbnail(plan, thumbnail_path(out, slide_path))
+                _write_rows(plan, options, done)  # last: its file marks the slide done
                 summary.tiles += len(plan.xy)
             else:
                 summary.tiles += _write_tiles(slide, plan, options, done, summary)
@@ -86,6 +90,23 @@ def tile_slides(slides: list[str | Path], out: str | Path, options: TileOptions)
         _write_index(out)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _claim(parts: Path, options: TileOptions) -> None:
+    """Record the grid's options beside the slides' parts, or refuse other options there: slides
+    tiled on two grids must not end up in one output."""
+    record = parts / OPTIONS_FILE
+    wanted = dataclasses.asdict(options)
+    if record.is_file():
+        found = json.loads(record.read_text())
+        if found != wanted:
+            raise ConfigError(
+                f"{parts} holds slides tiled with other options ({found}); this run asks for "
+                f"{wanted}: choose another --out, or remove it"
+            )
+        return
+    text = json.dumps(wanted, sort_keys=True)
+    atomic_write(record, lambda tmp: tmp.write_text(text))
 
 
 def _key(slide: Path) -> str:
@@ -164,7 +185,7 @@ def _merge(parts: Path, out: Path) -> None:
 def _write_index(out: Path) -> None:
     """DIR/tiles.csv: every slide folder's rows (tiles that could not be read have no file)."""
     rows = []
-    for csv_path in sorted(out.glob("*/tiles.csv")):
+    for csv_path in sorted(out.glob("*/tiles.csv")):  # complete slide folders only
         with open(csv_path, newline="") as fh:
             for row in csv.DictReader(fh):
                 if row["file"]:
