@@ -131,3 +131,24 @@ def test_the_dataset_keeps_few_slides_open(tmp_path):
     for index in range(0, len(dataset), per_slide):  # one tile of every slide in turn
         assert dataset[index]["source"].startswith(str(plans[index // per_slide].slide))
         assert len(dataset._open) <= 2
+
+
+def test_pretraining_draws_random_tissue_tiles_per_epoch_and_again_the_same(slide_path, tmp_path):
+    from medfound.data.datasets import KeyedConcat
+    from medfound.data.tiles import RandomSlideTiles
+
+    options = TileOptions(mpp=0.5, tile_size=64)
+    plans = [plan_tiles(open_slide(slide_path), options)]
+    glass = write_slide(tmp_path / "glass.tiff", size=512, tissue=(0, 0, 0, 0))
+    plans.append(plan_tiles(open_slide(glass), options))
+    assert not len(plans[1].xy)
+    shape = {"spatial_dims": 2, "channels": 3, "native_size": 64}
+    tiles = RandomSlideTiles(
+        plans, get_preset("path", size=64), options, per_slide=5, seed=1, **shape
+    )
+    assert len(tiles) == 5 and tiles.keyed_by_epoch  # the slide without tissue gives nothing
+    drawn = {epoch: [tiles[(epoch, i)]["source"] for i in range(5)] for epoch in range(4)}
+    assert len({s for sources in drawn.values() for s in sources}) > 5  # other tiles each epoch
+    assert [tiles[(2, i)]["source"] for i in range(5)] == drawn[2]  # and the same when asked again
+    both = KeyedConcat([tiles, tiles])
+    assert len(both) == 10 and both[(3, 7)]["source"] == drawn[3][2]

@@ -304,3 +304,16 @@ def test_shared_files_carry_no_path_and_no_identifier(tmp_path):
         provenance = json.loads(fh.metadata()["medfound_pretraining"])
     assert provenance["data"]["images"] == 8 and len(provenance["data"]["fingerprint"]) == 64
     assert provenance["init"] == "random" and "data" not in provenance["config"]
+
+
+def test_whole_slides_pretrain_on_random_tissue_tiles(tmp_path, caplog):
+    from tests.factories import write_slide
+
+    (tmp_path / "data").mkdir()
+    write_slide(tmp_path / "data" / "a.tiff", size=1024, tissue=(256, 256, 768, 768))
+    write_slide(tmp_path / "data" / "glass.tiff", size=512, tissue=(0, 0, 0, 0))  # no tissue
+    overrides = {**TINY, "data": [str(tmp_path / "data")], "max_steps": 2, "workers": 0}
+    overrides |= {"tiles_per_slide": 8, "tile_mpp": 1.0}
+    summary = pretrain_simclr(tmp_path / "run", overrides=overrides)
+    assert summary.step == 2 and summary.images == 16
+    assert list(summary.skipped) == [str((tmp_path / "data" / "glass.tiff").resolve())]

@@ -105,6 +105,26 @@ class SliceSampledImageDataset(ImageDataset):
         return item
 
 
+class KeyedConcat(Dataset):
+    """Datasets one after another, keyed by (epoch, index) as the engine's sampler passes them to
+    datasets that ask (`keyed_by_epoch`); each part gets the key its own way."""
+
+    keyed_by_epoch = True
+
+    def __init__(self, parts: list[Dataset]):
+        self.parts = [part for part in parts if len(part)]
+        self.starts = np.cumsum([0] + [len(part) for part in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        k = int(np.searchsorted(self.starts, index, side="right")) - 1
+        part, local = self.parts[k], index - int(self.starts[k])
+        return part[(epoch, local)] if getattr(part, "keyed_by_epoch", False) else part[local]
+
+
 def collate_items(items: list[dict]) -> dict:
     """Stack the good items into one batch tensor (and their `target`s, for labelled data); pass
     the failed ones through as errors.

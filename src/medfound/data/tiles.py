@@ -210,7 +210,9 @@ class SlideTileDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         p = int(np.searchsorted(self.starts, index, side="right")) - 1
-        t = index - int(self.starts[p])
+        return self._tile_item(index, p, index - int(self.starts[p]))
+
+    def _tile_item(self, index: int, p: int, t: int) -> dict:
         plan = self.plans[p]
         tile_id = plan.tile_id(t)
         x, y = (int(v) for v in plan.xy[t])
@@ -239,3 +241,25 @@ class SlideTileDataset(Dataset):
                 "tile_count": plan.count,
             },
         }
+
+
+class RandomSlideTiles(SlideTileDataset):
+    """For pretraining: `per_slide` visits per slide and epoch, each a tissue tile drawn at random
+    by (seed, epoch, index) (the engine's sampler passes those keys), so thousands of slides train
+    without a tile dump, every epoch sees other tiles, and a resumed run draws the same ones."""
+
+    keyed_by_epoch = True
+
+    def __init__(self, plans, preset, options, *, per_slide: int, seed: int = 0, **shape):
+        plans = [plan for plan in plans if len(plan.xy)]  # a slide without tissue gives nothing
+        super().__init__(plans, preset, options, **shape)
+        self.per_slide, self.seed = per_slide, seed
+
+    def __len__(self) -> int:
+        return len(self.plans) * self.per_slide
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        p = index // self.per_slide
+        t = int(np.random.default_rng([self.seed, epoch, index]).integers(len(self.plans[p].xy)))
+        return self._tile_item(index, p, t)

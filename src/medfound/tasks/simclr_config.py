@@ -31,6 +31,12 @@ class SimCLRConfig(LoopConfig):
     equalize_p: float | None = setting(None, "Histogram equalisation p (none: preset's)")
     elastic_p: float | None = setting(None, "Elastic deformation p (none: preset's)")
     blur_p: float | None = setting(None, "Gaussian blur p (none: preset's, 0.5)")
+    tile_mpp: float = setting(0.5, "Whole slides in data: micrometres per pixel of the tiles")
+    tiles_per_slide: int = setting(
+        64, "Whole slides in data: random tissue tiles per slide and epoch"
+    )
+    min_tissue: float = setting(0.5, "Whole slides in data: smallest tissue share of a tile")
+    slide_mpp: float | None = setting(None, "Whole slides in data: level-0 um/px if not stated")
 
     def validate(self) -> None:
         """The loop's checks plus SimCLR's."""
