@@ -115,7 +115,9 @@ def test_a_screen_resolution_is_no_resolution_and_a_given_one_wins(tmp_path):
     assert open_slide(other, mpp=0.3).mpp == 0.3
 
 
-def test_the_dataset_keeps_few_slides_open(tmp_path):
+def test_the_dataset_keeps_few_slides_open(tmp_path, monkeypatch):
+    from medfound.data import tiles as tiles_module
+
     options = TileOptions(mpp=0.5, tile_size=64)
     plans = [
         plan_tiles(
@@ -128,9 +130,30 @@ def test_the_dataset_keeps_few_slides_open(tmp_path):
         plans, get_preset("path", size=64), options, spatial_dims=2, channels=3, native_size=64
     )
     per_slide = len(plans[0].xy)
-    for index in range(0, len(dataset), per_slide):  # one tile of every slide in turn
-        assert dataset[index]["source"].startswith(str(plans[index // per_slide].slide))
+    monkeypatch.setattr(tiles_module, "OPEN_SLIDES", 2)
+    closed = []
+    for index in [*range(0, len(dataset), per_slide), 0]:  # every slide in turn, then the first
+        item = dataset[index]
+        assert "tensor" in item and item["source"].startswith(str(plans[index // per_slide].slide))
         assert len(dataset._open) <= 2
+        closed = [p for p in plans if p.slide not in dataset._open]
+    assert len(closed) == 2 and plans[0].slide in dataset._open  # evicted, then opened again
+
+
+def test_workers_never_share_the_parents_open_slides(slide_path):
+    import torch
+
+    from medfound.engine.loader import build_loader
+
+    options = TileOptions(mpp=0.5, tile_size=64)
+    plan = plan_tiles(open_slide(slide_path), options)
+    dataset = SlideTileDataset(
+        [plan], get_preset("path", size=64), options, spatial_dims=2, channels=3, native_size=64
+    )
+    expected = torch.stack([dataset[i]["tensor"] for i in range(len(dataset))])  # opens it here
+    loader = build_loader(dataset, torch.device("cpu"), 2, batch_size=8)
+    got = torch.cat([batch["tensor"] for batch in loader])
+    assert torch.equal(got, expected)
 
 
 def test_pretraining_draws_random_tissue_tiles_per_epoch_and_again_the_same(slide_path, tmp_path):

@@ -238,13 +238,13 @@ def test_enhanced_multiframe_windows_are_applied_frame_by_frame_for_radiographs(
             [_item(RescaleSlope=2.0, RescaleIntercept=-1000.0)]
         )
     )
-    per_frame = [  # windows in rescaled units: the stored 1000 is 2 * 1000 - 1000 = 1000
+    per_frame = [  # windows in rescaled units: the stored 600 is 2 * 600 - 1000 = 200
         _item(FrameVOILUTSequence=Sequence([_item(WindowCenter=c, WindowWidth=100.0)]))
-        for c in (500.0, 1500.0)
+        for c in (100.0, 500.0)
     ]
     path = write_dicom(
         tmp_path / "xa.dcm",
-        np.full((2, 4, 4), 1000, np.uint16),
+        np.full((2, 4, 4), 600, np.uint16),
         modality="XA",
         bits=12,
         PerFrameFunctionalGroupsSequence=Sequence(per_frame),
@@ -253,7 +253,8 @@ def test_enhanced_multiframe_windows_are_applied_frame_by_frame_for_radiographs(
     image = read_image(path)
     low, high = image.value_range
     assert (low, high) == (-1000.0, 2 * 4095 - 1000.0)  # the rescaled range of 12 bits
-    # 1000 is above the first frame's window (white) and below the second's (black)
+    # 200 is above the first frame's window (white) and below the second's (black); in stored
+    # units (600) both frames would be white
     assert image.array[0, ..., 0].min() == high and image.array[0, ..., 1].max() == low
 
 

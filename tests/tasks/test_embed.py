@@ -465,13 +465,16 @@ def test_whole_slides_embed_tile_by_tile_with_coordinates_and_resume_per_slide(t
 
     (tmp_path / "in").mkdir()
     write_slide(tmp_path / "in" / "s.svs", size=1024, tissue=(256, 256, 768, 512))
+    write_slide(tmp_path / "in" / "glass.svs", size=512, tissue=(0, 0, 0, 0))
     image_folder(tmp_path / "in", n=1)
     out = tmp_path / "w.parquet"
     options = _options(image_size=64)  # tiles of 64 px at 0.5 um: 128 level-0 px of 0.25 um
     summary = embed([tmp_path / "in"], out, model_name=TINY, random_init=True, options=options)
     table = _table(out)
     tiles = [i for i, s in enumerate(table["slide"]) if s]
-    assert summary.ok and len(tiles) == 8 and len(table["path"]) == 9
+    assert len(tiles) == 8 and len(table["path"]) == 9
+    ((glass, reason),) = summary.skipped  # said, not silently left out
+    assert glass.endswith("glass.svs") and "no tissue" in reason
     assert {(table["x"][i], table["y"][i]) for i in tiles} == {
         (x, y) for x in range(256, 768, 128) for y in (256, 384)
     }
@@ -479,7 +482,7 @@ def test_whole_slides_embed_tile_by_tile_with_coordinates_and_resume_per_slide(t
         table["tile_count"][i] for i in tiles
     } == {8}
     assert all(table["path"][i].endswith(f"#tile={table['x'][i]},{table['y'][i]}") for i in tiles)
-    assert len(list((tmp_path / "w.thumbnails").glob("*.png"))) == 1
+    assert len(list((tmp_path / "w.thumbnails").glob("*.png"))) == 2
 
     # cut short after some tiles: only the missing tiles are embedded again
     import pyarrow as pa

@@ -317,3 +317,9 @@ def test_whole_slides_pretrain_on_random_tissue_tiles(tmp_path, caplog):
     summary = pretrain_simclr(tmp_path / "run", overrides=overrides)
     assert summary.step == 2 and summary.images == 16
     assert list(summary.skipped) == [str((tmp_path / "data" / "glass.tiff").resolve())]
+
+    with pytest.raises(ConfigError, match=r"nothing to train on.*no tissue"):
+        pretrain_simclr(
+            tmp_path / "glass",
+            overrides={**overrides, "data": [str(tmp_path / "data" / "glass.tiff")]},
+        )

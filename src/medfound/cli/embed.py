@@ -52,7 +52,9 @@ def embed_command(
         0.5, "--min-tissue", help="Whole slides: smallest tissue share of a kept tile"
     ),
     slide_mpp: float | None = typer.Option(
-        None, "--slide-mpp", help="Whole slides: level-0 micrometres per pixel if not stated"
+        None,
+        "--slide-mpp",
+        help="Whole slides: level-0 micrometres per pixel (over what slides state)",
     ),
 ) -> None:
     """Embed images with a foundation model into a Parquet file, one row per image (per slice for

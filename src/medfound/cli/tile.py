@@ -22,7 +22,7 @@ def tile_command(
         0.5, "--min-tissue", help="Smallest share of tissue in a kept tile"
     ),
     slide_mpp: float | None = typer.Option(
-        None, "--slide-mpp", help="Level-0 micrometres per pixel of slides that state none"
+        None, "--slide-mpp", help="Level-0 micrometres per pixel (over what slides state)"
     ),
 ) -> None:
     """Tile whole slides on their tissue: coordinates (Parquet) or tile PNGs, and a thumbnail

@@ -11,6 +11,7 @@ antialiased) to `tile_size`.
 """
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from medfound.io.slide import Slide, open_slide
 THUMBNAIL_SIDE = 2048  # the tissue mask is computed on the most detailed level at most this long
 MAX_MASK_SIDE = 8192  # a slide whose smallest level is longer has no usable pyramid
 MAX_GRID = 5_000_000  # tiles of one slide's grid: more means a wrong resolution or tile size
-OPEN_SLIDES = 2  # slides a dataset keeps open per worker
+OPEN_SLIDES = 32  # slides a dataset keeps open per process (random tiles jump between slides)
 MIN_SATURATION = 0.05
 MIN_FRAGMENT = 1e-4  # share of the slide's area below which a tissue fragment is dropped
 TILE_MARK = "#tile="
@@ -35,13 +36,14 @@ TILE_MARK = "#tile="
 @dataclass
 class TileOptions:
     """The grid: `mpp` micrometres per pixel of a tile, `tile_size` pixels a side, `overlap` in
-    [0, 1), `min_tissue` share of tissue to keep a tile; `slide_mpp` for slides stating none."""
+    [0, 1), `min_tissue` share of tissue to keep a tile; `slide_mpp`, when given, the level-0
+    resolution of every slide (over what they state)."""
 
     mpp: float = 0.5
     tile_size: int = 224
     overlap: float = 0.0
     min_tissue: float = 0.5
-    slide_mpp: float | None = None
+    slide_mpp: float | None = None  # overrides what slides state
 
     def validate(self) -> None:
         """Refuse impossible values by option name."""
@@ -197,11 +199,18 @@ class SlideTileDataset(Dataset):
         self.plans, self.preset, self.options, self.shape = plans, preset, options, shape
         self.starts = np.cumsum([0] + [len(plan.xy) for plan in plans])  # tile i: plan by bisection
         self._open: dict[Path, Slide] = {}  # the last OPEN_SLIDES slides read, oldest first
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict:
+        # open files do not travel to workers: each process opens its own
+        return {**self.__dict__, "_open": {}}
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
     def _slide(self, plan: SlideTiles) -> Slide:
+        if self._pid != os.getpid():  # a forked worker: the parent's handles share file positions
+            self._open, self._pid = {}, os.getpid()
         slide = self._open.pop(plan.slide, None) or open_slide(plan.slide, self.options.slide_mpp)
         self._open[plan.slide] = slide
         while len(self._open) > OPEN_SLIDES:  # thousands of slides: never thousands of files open

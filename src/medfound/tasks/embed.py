@@ -61,7 +61,7 @@ class EmbedOptions:
     tile_mpp: float = 0.5
     tile_overlap: float = 0.0
     min_tissue: float = 0.5
-    slide_mpp: float | None = None  # for slides that state no resolution
+    slide_mpp: float | None = None  # level-0 um/px over what slides state
     progress: bool = True
 
     def validate(self) -> None:
@@ -252,6 +252,11 @@ def _slide_tiles(slides, out: Path, card, preset, options: EmbedOptions, summary
             continue
         draw_thumbnail(plan, thumbnail_path(out, plan.slide))
         plan.forget_pictures()
+        if not plan.count:  # said, not silently left out (its thumbnail shows what was found)
+            reason = "no tissue found (a grayscale slide? tissue is found by colour saturation)"
+            log.warning("skipped %s", skip_message(source.id, reason))
+            summary.skipped.append((source.id, reason))
+            continue
         plans.append(plan.without(done))
     return SlideTileDataset(plans, preset, tile_options, **card.preprocess_args())
 

@@ -94,6 +94,9 @@ def pretrain_simclr(
             **shape,
         )
         dataset = KeyedConcat([dataset, tiles])
+    if not len(dataset):
+        found = "; ".join(skip_message(s, r) for s, r in problems) or "no usable images"
+        raise ConfigError(f"data {config.data}: nothing to train on ({found})")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # the head's initialisation, identical in every run
         method = _simclr(encoder, views, config, shareable_provenance(config, sources, encoder))

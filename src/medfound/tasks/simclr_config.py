@@ -36,7 +36,9 @@ class SimCLRConfig(LoopConfig):
         64, "Whole slides in data: random tissue tiles per slide and epoch"
     )
     min_tissue: float = setting(0.5, "Whole slides in data: smallest tissue share of a tile")
-    slide_mpp: float | None = setting(None, "Whole slides in data: level-0 um/px if not stated")
+    slide_mpp: float | None = setting(
+        None, "Whole slides in data: level-0 um/px (over what they state)"
+    )
 
     def validate(self) -> None:
         """The loop's checks plus SimCLR's."""
@@ -47,6 +49,14 @@ class SimCLRConfig(LoopConfig):
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.image_size is not None and self.image_size < 16:
             raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
+        if self.tiles_per_slide < 1:
+            raise ConfigError(f"tiles_per_slide must be >= 1, got {self.tiles_per_slide}")
+        if self.tile_mpp <= 0 or (self.slide_mpp is not None and self.slide_mpp <= 0):
+            raise ConfigError(
+                f"tile_mpp and slide_mpp must be > 0, got {self.tile_mpp}, {self.slide_mpp}"
+            )
+        if not 0.0 <= self.min_tissue <= 1.0:
+            raise ConfigError(f"min_tissue must lie in [0, 1], got {self.min_tissue}")
         self.view_config()  # the augmentation fields, checked before any model is built
 
     def view_config(self):

@@ -185,7 +185,9 @@ def _merge(parts: Path, out: Path) -> None:
 def _write_index(out: Path) -> None:
     """DIR/tiles.csv: every slide folder's rows (tiles that could not be read have no file)."""
     rows = []
-    for csv_path in sorted(out.glob("*/tiles.csv")):  # complete slide folders only
+    for csv_path in sorted(out.glob("*/tiles.csv")):
+        if csv_path.parent.name.endswith(".partial"):  # a slide cut short, done again next run
+            continue
         with open(csv_path, newline="") as fh:
             for row in csv.DictReader(fh):
                 if row["file"]:
