@@ -271,3 +271,47 @@ def test_a_dicom_whole_slide_image_or_a_huge_file_is_refused_before_decoding(tmp
     )
     with pytest.raises(ImageReadError, match="too many"):
         read_image(huge)
+
+
+def test_frames_rescaled_differently_are_windowed_into_one_range(tmp_path):
+    from pydicom.sequence import Sequence
+
+    per_frame = [  # stored 1000: rescaled 1000 and -1000, each at the centre of its window
+        _item(
+            PixelValueTransformationSequence=Sequence(
+                [_item(RescaleSlope=1.0, RescaleIntercept=b)]
+            ),
+            FrameVOILUTSequence=Sequence([_item(WindowCenter=c, WindowWidth=400.0)]),
+        )
+        for b, c in ((0.0, 1000.0), (-2000.0, -1000.0))
+    ]
+    path = write_dicom(
+        tmp_path / "two.dcm",
+        np.full((2, 4, 4), 1000, np.uint16),
+        modality="XA",
+        bits=12,
+        PerFrameFunctionalGroupsSequence=Sequence(per_frame),
+    )
+    image = read_image(path)
+    low, high = image.value_range
+    middle = (low + high) / 2
+    np.testing.assert_allclose(image.array[0, ..., 0], middle, atol=0.01 * (high - low))
+    np.testing.assert_allclose(image.array[0, ..., 1], middle, atol=0.01 * (high - low))
+
+
+def test_a_single_frame_enhanced_file_uses_its_functional_groups(tmp_path):
+    from pydicom.sequence import Sequence
+
+    shared = _item(
+        PixelValueTransformationSequence=Sequence(
+            [_item(RescaleSlope=1.0, RescaleIntercept=-1024.0)]
+        )
+    )
+    path = write_dicom(
+        tmp_path / "one.dcm",
+        np.full((4, 4), 1024, np.uint16),
+        NumberOfFrames=1,
+        PerFrameFunctionalGroupsSequence=Sequence([_item()]),
+        SharedFunctionalGroupsSequence=Sequence([shared]),
+    )
+    np.testing.assert_array_equal(read_image(path).array, 0.0)  # 0 HU, not 1024

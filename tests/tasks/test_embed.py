@@ -461,6 +461,7 @@ def test_volumes_embed_slice_by_slice_with_a_2d_model_and_resume_per_slice(tmp_p
 
 
 def test_whole_slides_embed_tile_by_tile_with_coordinates_and_resume_per_slide(tmp_path):
+    # workers=0 (the _options default): reads happen in this process, where they are counted
     from tests.factories import write_slide
 
     (tmp_path / "in").mkdir()
@@ -490,6 +491,14 @@ def test_whole_slides_embed_tile_by_tile_with_coordinates_and_resume_per_slide(t
     full = pq.read_table(out)
     keep = [i not in tiles[5:] for i in range(len(table["path"]))]
     pq.write_table(full.filter(pa.array(keep)), out)
-    again = embed([tmp_path / "in"], out, model_name=TINY, random_init=True, options=options)
+    from medfound.data import tiles as tiles_module
+
+    real, reads = tiles_module.read_tile, []
+    tiles_module.read_tile = lambda *args: reads.append(args[2]) or real(*args)
+    try:
+        again = embed([tmp_path / "in"], out, model_name=TINY, random_init=True, options=options)
+    finally:
+        tiles_module.read_tile = real
     assert again.embedded == 3 and again.already_done == 1
+    assert len(reads) == 3  # only the missing tiles are read again
     assert sorted(_table(out)["path"]) == sorted(table["path"])

@@ -112,6 +112,8 @@ class KeyedConcat(Dataset):
     keyed_by_epoch = True
 
     def __init__(self, parts: list[Dataset]):
+        if any(getattr(part, "samples_per_item", 1) != 1 for part in parts):
+            raise ValueError("KeyedConcat takes datasets of one sample per item")
         self.parts = [part for part in parts if len(part)]
         self.starts = np.cumsum([0] + [len(part) for part in self.parts])
 

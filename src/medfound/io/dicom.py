@@ -151,40 +151,62 @@ def _stored_range(ds) -> tuple[float, float]:
 
 
 def _gray_pipeline(pixels: np.ndarray, ds, modality: str | None):
-    """Modality LUT, then VOI (radiographs only), then MONOCHROME1 inversion. Enhanced multi-frame
+    """Modality LUT, then VOI (radiographs only), then MONOCHROME1 inversion. Enhanced (multi-)frame
     files carry both LUTs per frame in their functional groups: those are applied frame by frame."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    groups = _frame_groups(ds, pixels.shape[0]) if pixels.ndim == 3 else None
-    if groups is not None and _has_frame_lut(groups, _RESCALE):
-        views = [_frame_view(ds, g, (_RESCALE, _WINDOW)) for g in groups]
-        values = np.stack(
-            [apply_modality_lut(f, v) for f, v in zip(pixels, views, strict=True)]
-        ).astype(np.float32)
-        ds = views[0]  # the rescaled range (frames share their bits; ranges from the first)
+    single = pixels.ndim == 2 and _frame_groups(ds, 1) is not None  # an enhanced file, one frame
+    frames = pixels[None] if single else pixels
+    groups = _frame_groups(ds, frames.shape[0]) if frames.ndim == 3 else None
+    if groups is not None and (_has_frame_lut(groups, _RESCALE) or _has_frame_lut(groups, _WINDOW)):
+        values, value_range = _frame_luts(frames, ds, groups, modality)
+        values = values[0] if single else values
     else:
-        values = apply_modality_lut(pixels, ds).astype(np.float32)
-    value_range: tuple[float, float] | None = None
-    if modality not in _QUANTITATIVE and groups is not None and _has_frame_lut(groups, _WINDOW):
-        # the window of each frame, on values in its rescaled units (hence both items in the view)
-        views = [_frame_view(ds, g, (_RESCALE, _WINDOW)) for g in groups]
-        values = np.stack(
-            [apply_voi_lut(f, v, prefer_lut=False) for f, v in zip(values, views, strict=True)]
-        ).astype(np.float32)
-        value_range = _stored_range(views[0])
-    elif modality not in _QUANTITATIVE:
-        if ds.get("VOILUTSequence"):
-            values = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float32)
-            value_range = (0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1))
-        elif "WindowCenter" in ds and "WindowWidth" in ds:
-            values = apply_voi_lut(values, ds, prefer_lut=False).astype(np.float32)
-            value_range = _stored_range(ds)
-        else:
-            value_range = _stored_range(ds)
+        values, value_range = _file_luts(pixels, ds, modality)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         lo, hi = value_range if value_range else (float(values.min()), float(values.max()))
         values = (lo + hi) - values
     return values, value_range
+
+
+def _file_luts(pixels: np.ndarray, ds, modality: str | None):
+    """The file's own modality LUT, and its VOI LUT or window for radiographs."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    values = apply_modality_lut(pixels, ds).astype(np.float32)
+    if modality in _QUANTITATIVE:
+        return values, None
+    if ds.get("VOILUTSequence"):
+        values = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float32)
+        return values, (0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1))
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        values = apply_voi_lut(values, ds, prefer_lut=False).astype(np.float32)
+    return values, _stored_range(ds)
+
+
+def _frame_luts(frames: np.ndarray, ds, groups: list[tuple], modality: str | None):
+    """Each frame's modality LUT and (radiographs) window, from its functional groups. Frames may
+    rescale differently: windowed frames are brought to the first frame's range, unwindowed ones
+    share the union of their ranges."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    views = [_frame_view(ds, g, (_RESCALE, _WINDOW)) for g in groups]
+    values = np.stack(
+        [apply_modality_lut(f, v) for f, v in zip(frames, views, strict=True)]
+    ).astype(np.float32)
+    if modality in _QUANTITATIVE:
+        return values, None
+    ranges = [_stored_range(v) for v in views]
+    if not _has_frame_lut(groups, _WINDOW):
+        return values, (min(lo for lo, _ in ranges), max(hi for _, hi in ranges))
+    # the window of each frame, on values in its rescaled units (hence both items in the view)
+    windowed = [apply_voi_lut(f, v, prefer_lut=False) for f, v in zip(values, views, strict=True)]
+    low, high = ranges[0]
+    values = np.stack(
+        [
+            low + (f - lo) * (high - low) / (hi - lo) if hi > lo else f
+            for f, (lo, hi) in zip(windowed, ranges, strict=True)
+        ]
+    ).astype(np.float32)
+    return values, (low, high)
 
 
 _RESCALE = "PixelValueTransformationSequence"  # per-frame modality LUT (RescaleSlope/Intercept)
@@ -216,6 +238,8 @@ def _frame_view(ds, groups: tuple, sequences: tuple[str, ...]):
         "BitsAllocated",
         "PixelRepresentation",
         "PhotometricInterpretation",
+        "RescaleSlope",  # top-level values, where a file has them: the frame's items win
+        "RescaleIntercept",
     ):
         if keyword in ds:
             setattr(view, keyword, ds.get(keyword))
