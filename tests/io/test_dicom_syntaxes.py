@@ -101,3 +101,12 @@ def test_a_headerless_file_that_is_not_an_image_is_refused_with_the_reason():
         ImageReadError, match=r"no preamble or meta header.*does not parse as a DICOM image"
     ):
         _read("ExplVR_LitEndNoMeta.dcm")  # an RT plan: it parses, but holds no image
+
+
+def test_a_meta_header_without_transfer_syntax_reads_in_the_encoding_found(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.file_meta.TransferSyntaxUID
+    path = tmp_path / "no_syntax.dcm"
+    ds.save_as(path, implicit_vr=False, little_endian=True, enforce_file_format=False)
+    assert "TransferSyntaxUID" not in pydicom.dcmread(path, stop_before_pixels=True).file_meta
+    np.testing.assert_array_equal(read_image(path).array, _read("CT_small.dcm").array)

@@ -53,7 +53,10 @@ def _read_dataset(path: Path, header_only: bool = False):
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=header_only)
+        ds = pydicom.dcmread(str(path), stop_before_pixels=header_only)
+        if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):  # a meta header without it
+            _fill_transfer_syntax(ds)
+        return ds
     except InvalidDicomError as exc:
         headerless = _read_headerless(path, header_only)
         if headerless is None:
@@ -70,7 +73,6 @@ def _read_dataset(path: Path, header_only: bool = False):
 
 def _read_headerless(path: Path, header_only: bool):
     import pydicom
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=header_only, force=True)
@@ -78,14 +80,17 @@ def _read_headerless(path: Path, header_only: bool):
             return None
     except Exception:
         return None
-    _fill_transfer_syntax(ds, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+    _fill_transfer_syntax(ds)
     return ds
 
 
-def _fill_transfer_syntax(ds, big, explicit, implicit) -> None:
-    """Give a dataset read without its meta header the transfer syntax of the encoding it was
-    read in (pixel decoding needs one)."""
+def _fill_transfer_syntax(ds) -> None:
+    """Give a dataset read without a transfer syntax (no meta header, or one without the element)
+    the one of the encoding it was read in (pixel decoding needs one)."""
     from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian as big
+    from pydicom.uid import ExplicitVRLittleEndian as explicit
+    from pydicom.uid import ImplicitVRLittleEndian as implicit
 
     if not hasattr(ds, "file_meta") or ds.file_meta is None:
         ds.file_meta = FileMetaDataset()
