@@ -502,3 +502,20 @@ def test_whole_slides_embed_tile_by_tile_with_coordinates_and_resume_per_slide(t
     assert again.embedded == 3 and again.already_done == 1
     assert len(reads) == 3  # only the missing tiles are read again
     assert sorted(_table(out)["path"]) == sorted(table["path"])
+
+
+def test_volume_items_are_loaded_one_at_a_time_and_joined_into_model_batches():
+    import torch
+
+    def batch(n, errors=()):
+        return {
+            "tensor": torch.zeros(n, 3, 2, 2) if n else None,
+            "items": [{"source": f"{n}-{k}"} for k in range(1 if n else 0)],
+            "errors": list(errors),
+        }
+
+    loader = [batch(3), batch(0, [("bad", "why")]), batch(1), batch(5), batch(2)]
+    joined = list(embed_module._rebatched(iter(loader), 4))
+    assert [b["tensor"].shape[0] for b in joined] == [4, 5, 2]
+    assert joined[0]["errors"] == [("bad", "why")]
+    assert [i["source"] for b in joined for i in b["items"]] == ["3-0", "1-0", "5-0", "2-0"]
