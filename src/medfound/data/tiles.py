@@ -10,6 +10,7 @@ are read from the coarsest pyramid level still at least as fine as `mpp`, then r
 antialiased) to `tile_size`.
 """
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,10 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medfound.errors import ConfigError, ImageReadError, MedfoundError
+from medfound.errors import ConfigError, ImageReadError, MedfoundError, skip_message
 from medfound.io.image import MedicalImage
 from medfound.io.presets import Preset, preprocess
-from medfound.io.slide import Slide, open_slide
+from medfound.io.slide import Slide, is_slide, open_slide
+
+log = logging.getLogger(__name__)
 
 THUMBNAIL_SIDE = 2048  # the tissue mask is computed on the most detailed level at most this long
 MAX_MASK_SIDE = 8192  # a slide whose smallest level is longer has no usable pyramid
@@ -151,6 +154,43 @@ def plan_tiles(slide: Slide, options: TileOptions) -> SlideTiles:
         scale,
         count=int(keep.sum()),
     )
+
+
+NO_TISSUE = "no tissue found (a grayscale slide? tissue is found by colour saturation)"
+
+
+def split_slides(sources: list) -> tuple[list, list]:
+    """(whole slides, every other source) of image sources, each in order."""
+    slides = [s for s in sources if not s.series and is_slide(s.paths[0])]
+    ids = {s.id for s in slides}
+    return slides, [s for s in sources if s.id not in ids]
+
+
+def plan_slides(sources: list, options: TileOptions, problems: list, on_plan=None) -> list:
+    """Each slide's tile plan (opened, planned on its low-resolution level, closed), its pictures
+    dropped after `on_plan(plan)` (drawing the thumbnail, say). Slides that cannot be read or hold
+    no tissue are logged, appended to `problems` as (id, reason) and left out."""
+    plans = []
+    for source in sources:
+        try:
+            slide = open_slide(source.paths[0], options.slide_mpp)
+            try:
+                plan = plan_tiles(slide, options)
+            finally:
+                slide.close()
+        except MedfoundError as exc:
+            log.warning("skipped %s", skip_message(source.id, str(exc)))
+            problems.append((source.id, str(exc)))
+            continue
+        if on_plan is not None:
+            on_plan(plan)
+        plan.forget_pictures()
+        if not plan.count:  # said, not silently left out
+            log.warning("skipped %s", skip_message(source.id, NO_TISSUE))
+            problems.append((source.id, NO_TISSUE))
+            continue
+        plans.append(plan)
+    return plans
 
 
 def _share(mask: np.ndarray, x: int, y: int, side: int, scale: float) -> float:

@@ -26,13 +26,12 @@ from torch.utils.data import ConcatDataset, Dataset
 from medfound import __version__
 from medfound.data import ImageDataset, collect_sources
 from medfound.data.slices import FRAME_MARK, parse_slices
-from medfound.data.tiles import TILE_MARK, TileOptions
+from medfound.data.tiles import TILE_MARK, TileOptions, split_slides
 from medfound.engine.distributed import distributed, local_rank, resolve_device
 from medfound.engine.loader import autocast, build_loader
 from medfound.engine.progress import progress_bar
-from medfound.errors import ConfigError, MedfoundError, skip_message
+from medfound.errors import ConfigError, skip_message
 from medfound.io.presets import get_preset
-from medfound.io.slide import is_slide
 from medfound.models import FoundationModel, load_model
 from medfound.privacy import uid_policy
 from medfound.tasks.parquet_writer import ResumableParquetWriter
@@ -157,9 +156,7 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     mine = todo[ctx.rank :: ctx.world_size]
     summary.skipped.extend(problems if ctx.is_main else [])
 
-    slides = [s for s in mine if not s.series and is_slide(s.paths[0])]
-    slide_ids = {s.id for s in slides}
-    images = [s for s in mine if s.id not in slide_ids]
+    slides, images = split_slides(mine)
     dataset = ImageDataset(
         images,
         preset,
@@ -266,36 +263,21 @@ def _tile_options(options: EmbedOptions, card) -> TileOptions:
 def _slide_tiles(slides, out: Path, card, preset, options: EmbedOptions, summary, done) -> Dataset:
     """The tissue tiles of `slides` not yet in `done`, as a dataset (thumbnails written beside OUT);
     slides that cannot be opened or planned are reported and skipped."""
-    from medfound.data.tiles import SlideTileDataset, draw_thumbnail, plan_tiles
-    from medfound.io.slide import open_slide
+    from medfound.data.tiles import SlideTileDataset, draw_thumbnail, plan_slides
     from medfound.tasks.tile import thumbnail_path
 
     tile_options = _tile_options(options, card)
     tile_options.validate()
-    plans = []
-    for source in slides:
-        if card.spatial_dims != 2 or card.in_channels != 3:
-            reason = f"a whole slide needs a 2D RGB model; {card.name} is not one"
-            summary.skipped.append((source.id, reason))
-            continue
-        try:
-            slide = open_slide(source.paths[0], tile_options.slide_mpp)
-            try:
-                plan = plan_tiles(slide, tile_options)
-            finally:
-                slide.close()
-        except MedfoundError as exc:
-            log.warning("skipped %s", skip_message(source.id, str(exc)))
-            summary.skipped.append((source.id, str(exc)))
-            continue
+    if card.spatial_dims != 2 or card.in_channels != 3:
+        reason = f"a whole slide needs a 2D RGB model; {card.name} is not one"
+        summary.skipped.extend((source.id, reason) for source in slides)
+        slides = []
+
+    def thumbnail(plan) -> None:
         draw_thumbnail(plan, thumbnail_path(out, plan.slide))
-        plan.forget_pictures()
-        if not plan.count:  # said, not silently left out (its thumbnail shows what was found)
-            reason = "no tissue found (a grayscale slide? tissue is found by colour saturation)"
-            log.warning("skipped %s", skip_message(source.id, reason))
-            summary.skipped.append((source.id, reason))
-            continue
-        plans.append(plan.without(done))
+
+    plans = plan_slides(slides, tile_options, summary.skipped, on_plan=thumbnail)
+    plans = [plan.without(done) for plan in plans]
     return SlideTileDataset(plans, preset, tile_options, **card.preprocess_args())
 
 

@@ -13,13 +13,12 @@ import torch
 
 from medfound.data import collect_sources
 from medfound.data.datasets import KeyedConcat, SliceSampledImageDataset
-from medfound.data.tiles import RandomSlideTiles, TileOptions, plan_tiles
+from medfound.data.tiles import RandomSlideTiles, TileOptions, plan_slides, split_slides
 from medfound.engine.config import resolve_run_config
 from medfound.engine.loop_config import RESUMABLE_FIELDS
 from medfound.engine.trainer import TrainSummary, train
-from medfound.errors import ConfigError, MedfoundError, skip_message
+from medfound.errors import ConfigError, skip_message
 from medfound.io.presets import get_preset
-from medfound.io.slide import is_slide, open_slide
 from medfound.methods.simclr import SimCLR
 from medfound.models import load_model
 from medfound.tasks.run_inputs import absolute_paths, fingerprint, shareable_provenance
@@ -80,13 +79,11 @@ def pretrain_simclr(
     # a volume (CT, MR, multi-frame) gives a slice per visit, drawn anew every epoch; a whole
     # slide gives tiles_per_slide random tissue tiles per epoch
     shape = {"spatial_dims": 2, "channels": 3, "native_size": views.image_size}
-    slides = [s for s in sources if not s.series and is_slide(s.paths[0])]
-    slide_ids = {s.id for s in slides}
-    images = [s for s in sources if s.id not in slide_ids]
+    slides, images = split_slides(sources)
     dataset = SliceSampledImageDataset(images, preset, seed=config.seed, **shape)
     if slides:
         tiles = RandomSlideTiles(
-            _slide_plans(slides, config, views.image_size, problems),
+            plan_slides(slides, _tile_options(config, views.image_size), problems),
             preset,
             _tile_options(config, views.image_size),
             per_slide=config.tiles_per_slide,
@@ -114,30 +111,6 @@ def _tile_options(config: SimCLRConfig, size: int) -> TileOptions:
         min_tissue=config.min_tissue,
         slide_mpp=config.slide_mpp,
     )
-
-
-def _slide_plans(slides, config: SimCLRConfig, size: int, problems: list) -> list:
-    """The tissue tiles of each slide (planned once, on the low-resolution level); slides that
-    cannot be read or hold no tissue are reported, added to `problems` and left out."""
-    plans = []
-    for source in slides:
-        try:
-            slide = open_slide(source.paths[0], config.slide_mpp)
-            try:
-                plan = plan_tiles(slide, _tile_options(config, size))
-            finally:
-                slide.close()
-        except MedfoundError as exc:
-            log.warning("skipped %s", skip_message(source.id, str(exc)))
-            problems.append((source.id, str(exc)))
-            continue
-        plan.forget_pictures()
-        if not len(plan.xy):
-            log.warning("skipped %s", skip_message(source.id, "no tissue found"))
-            problems.append((source.id, "no tissue found"))
-            continue
-        plans.append(plan)
-    return plans
 
 
 def _simclr(encoder, views, config: SimCLRConfig, provenance: dict) -> SimCLR:
