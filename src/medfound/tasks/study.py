@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from medfound.engine.config import from_dict
+from medfound.engine.config import from_dict, load_config
 from medfound.errors import ConfigError
 from medfound.files import atomic_write
 from medfound.tasks.study_config import PROBE_PROTOCOLS, Cell, StudyConfig, StudyTask, cells_of
@@ -69,13 +69,7 @@ class StudySummary:
 
 def load_study_config(path: str | Path) -> StudyConfig:
     """A StudyConfig from YAML, checked field by field."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the study config ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a study config must be a mapping of fields")
-    config = from_dict(StudyConfig, data, where=str(path))
+    config = load_config(StudyConfig, path)
     config.validate()
     return config
 
