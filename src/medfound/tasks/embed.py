@@ -149,8 +149,8 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     started = time.perf_counter()
     summary = EmbedSummary(out=out)
     sources, problems = collect_sources(inputs, group_series=group, uids=uids)
-    done = ctx.on_main(writer.done_ids)  # read by rank 0 before any rank writes
-    complete = ctx.on_main(lambda: _complete_parts(writer))
+    # read once, by rank 0, before any rank writes: the rows done and the volumes/slides complete
+    done, complete = ctx.on_main(lambda: _written(writer))
     todo = [s for s in sources if s.id not in done and s.id not in complete]
     summary.already_done = len(sources) - len(todo)
     mine = todo[ctx.rank :: ctx.world_size]
@@ -233,8 +233,9 @@ def _rebatched(loader, batch_size: int):
         yield joined()
 
 
-def _complete_parts(writer: ResumableParquetWriter) -> set[str]:
-    """The volumes (slices) and slides (tiles) whose every row was written by an earlier run."""
+def _written(writer: ResumableParquetWriter) -> tuple[set[str], set[str]]:
+    """The rows written by earlier runs (their paths), and the volumes (slices) and slides (tiles)
+    whose every row is among them."""
     table = writer.read_columns(["path", "slice_count", "tile_count"])
     rows: dict[str, set[str]] = {}
     wanted: dict[str, int] = {}
@@ -246,7 +247,8 @@ def _complete_parts(writer: ResumableParquetWriter) -> set[str]:
             base = path.rsplit(mark, 1)[0]
             rows.setdefault(base, set()).add(path)  # distinct: a merge cut short repeats rows
             wanted[base] = count
-    return {base for base, paths in rows.items() if len(paths) >= wanted[base]}
+    complete = {base for base, paths in rows.items() if len(paths) >= wanted[base]}
+    return set(table["path"]), complete
 
 
 def _tile_options(options: EmbedOptions, card) -> TileOptions:

@@ -50,11 +50,7 @@ class ResumableParquetWriter:
 
     def done_ids(self) -> set[str]:
         """Sources already written by earlier (possibly interrupted) runs into this output."""
-        done: set[str] = set()
-        for path in self._files():
-            self._check_identity(path)
-            done.update(pq.read_table(path, columns=[ID_COLUMN]).column(ID_COLUMN).to_pylist())
-        return done
+        return set(self.read_columns([ID_COLUMN])[ID_COLUMN])
 
     def read_columns(self, names: list[str]) -> dict[str, list]:
         """`names` of every row written so far (earlier runs included), as lists."""
