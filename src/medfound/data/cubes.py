@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medfound.data.datasets import epoch_and_index
 from medfound.data.sources import ImageSource
 from medfound.errors import ConfigError, ImageReadError, MedfoundError
 from medfound.io.image import MedicalImage
@@ -204,7 +205,7 @@ class CubeDataset(Dataset):
         return state
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        epoch, index = key if isinstance(key, tuple | list) else (0, key)
+        epoch, index = epoch_and_index(key)
         source = self.sources[index]
         try:
             array, padded = self._volume(index)

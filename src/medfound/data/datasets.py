@@ -12,6 +12,12 @@ from medfound.io.readers import read_image
 from medfound.privacy import UidPolicy
 
 
+def epoch_and_index(key: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(epoch, index) of an item key: the engine's sampler passes (epoch, index) to datasets that
+    are `keyed_by_epoch`; a plain index (validation, direct use) is epoch 0."""
+    return tuple(key) if isinstance(key, tuple | list) else (0, key)
+
+
 class ImageDataset(Dataset):
     """Items are dicts: {index, source, tensor, source_id, modality, preset} or {index, source, error}.
 
@@ -71,11 +77,11 @@ class ImageDataset(Dataset):
             ):
                 parts = volume_slices(image, slices, self.slice_axis)
                 tensors = [preprocess(p.image, self.preset, **self.shape_args) for p in parts]
-                slices = [
+                rows = [
                     {"index": p.index, "position_mm": p.position_mm, "count": len(parts)}
                     for p in parts
                 ]
-                return item | {"tensor": torch.stack(tensors), "group": True, "slices": slices}
+                return item | {"tensor": torch.stack(tensors), "group": True, "slices": rows}
             return item | {"tensor": preprocess(image, self.preset, **self.shape_args)}
         except MedfoundError as exc:
             return {"index": index, "source": source.id, "error": str(exc)}
@@ -96,7 +102,7 @@ class SliceSampledImageDataset(ImageDataset):
         self.seed = seed
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index = epoch_and_index(key)
         draw = int(np.random.default_rng([self.seed, epoch, index]).integers(2**31))
         item = self._item(index, ("draw", draw))
         if item.get("group"):  # the one drawn slice, as a plain sample
@@ -121,7 +127,7 @@ class KeyedConcat(Dataset):
         return int(self.starts[-1])
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index = epoch_and_index(key)
         k = int(np.searchsorted(self.starts, index, side="right")) - 1
         part, local = self.parts[k], index - int(self.starts[k])
         return part[(epoch, local)] if getattr(part, "keyed_by_epoch", False) else part[local]

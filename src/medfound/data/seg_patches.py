@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medfound.data.cubes import VolumeCache, crop, pad_to_cube, sample_corner
+from medfound.data.datasets import epoch_and_index
 from medfound.data.segmentation import (
     Instances,
     SegmentationCase,
@@ -109,7 +110,7 @@ class SegmentationPatchDataset(Dataset):
         return state
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        epoch, index = key if isinstance(key, tuple | list) else (0, key)
+        epoch, index = epoch_and_index(key)
         case = self.table.cases[self.indices[index]]
         try:
             loaded = self._case(index, case)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medfound.data.datasets import epoch_and_index
 from medfound.errors import ConfigError, ImageReadError, MedfoundError, skip_message
 from medfound.io.image import MedicalImage
 from medfound.io.presets import Preset, preprocess
@@ -308,7 +309,7 @@ class RandomSlideTiles(SlideTileDataset):
         return len(self.plans) * self.per_slide
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index = epoch_and_index(key)
         p = index // self.per_slide
         t = int(np.random.default_rng([self.seed, epoch, index]).integers(len(self.plans[p].xy)))
         return self._tile_item(index, p, t)
