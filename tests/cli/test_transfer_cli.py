@@ -51,3 +51,31 @@ def test_predict_without_a_fine_tuned_model_says_what_it_needs(tmp_path: Path):
     )
     assert result.exit_code == 2
     assert "no fine-tuned model here" in result.output
+
+
+def test_finetune_classify_on_volumes_with_slices_then_predict_with_other_slices(tmp_path: Path):
+    from tests.factories import write_nifti
+
+    rows = ["path,label,patient,split"]
+    for p in range(8):
+        volume = np.random.default_rng(p).uniform(0, 50, (16, 16, 6))
+        volume[4:12, 4:12] += 100 * (p % 2)
+        write_nifti(tmp_path / f"v{p}.nii.gz", volume)
+        split = ["train", "train", "train", "train", "val", "val", "test", "test"][p]
+        rows.append(f"v{p}.nii.gz,{'lesion' if p % 2 else 'clear'},p{p},{split}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    args = ["finetune", "classify", "--data", str(tmp_path / "labels.csv"), "--out", str(run)]
+    args += ["--model", "timm:resnet10t", "--init", "random", "--image-size", "32"]
+    args += ["--epochs", "1", "--batch-size", "4", "--bootstrap", "10", "--slices", "middle"]
+    args += ["--slice-axis", "2", *QUIET]
+    result = runner.invoke(app, args, env=WIDE)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "pred"
+    args = ["predict", str(run), str(tmp_path / "v0.nii.gz"), "--out", str(out), "--slices", "2"]
+    result = runner.invoke(app, [*args, "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    header, row = (out / "predictions.csv").read_text().splitlines()
+    assert header == "id,clear,lesion,predicted,slices" and row.endswith(",2")
+    result = runner.invoke(app, [*args[:5], "--slices", "zero", "--workers", "0"])
+    assert result.exit_code == 2 and "--slices 'zero'" in result.output

@@ -111,3 +111,21 @@ def test_training_draws_one_slice_of_a_volume_per_visit_and_the_same_again_on_re
     assert torch.equal(dataset[(5, v)]["tensor"], drawn[5])  # a resumed run draws the same
     image = dataset[(0, 1 - v)]
     assert image["tensor"].shape == (3, 16, 16) and "group" not in image
+
+
+def test_a_draw_picks_only_among_the_chosen_slices():
+    assert {chosen_indices(10, ("draw", seed, "middle"))[0] for seed in range(20)} == {5}
+    drawn = {chosen_indices(10, ("draw", seed, 3))[0] for seed in range(40)}
+    assert drawn == {0, 4, 9} or drawn == {0, 5, 9}
+    assert len({chosen_indices(10, ("draw", seed))[0] for seed in range(40)}) > 5
+
+
+def test_the_slices_of_a_volume_are_pooled_into_one_output_by_their_mean():
+    from medfound.data.slices import pool_slices
+
+    rows = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    items = [{"index": 0}, {"index": 1, "slices": [{}, {}, {}]}, {"index": 2}, {"slices": [{}]}]
+    pooled = pool_slices(rows, items)
+    torch.testing.assert_close(pooled, torch.tensor([[0.0, 1], [4, 5], [8, 9], [10, 11]]))
+    with pytest.raises(ValueError, match="6 output rows for items of 5 rows"):
+        pool_slices(rows, items[:3])

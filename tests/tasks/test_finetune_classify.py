@@ -218,7 +218,7 @@ def test_a_label_subset_smaller_than_a_batch_trains_with_a_smaller_batch(labels,
     assert result.counts["unused"] > 0
 
 
-def test_predict_reports_a_volume_given_to_a_2d_classifier_and_goes_on(run, labels, tmp_path):
+def test_predict_takes_images_and_volumes_together_and_says_which_were_sliced(run, tmp_path):
     from medfound.tasks.predict import predict
     from tests.factories import write_nifti
 
@@ -229,5 +229,7 @@ def test_predict_reports_a_volume_given_to_a_2d_classifier_and_goes_on(run, labe
     with open(out / "predictions.csv") as fh:
         first = next(csv.DictReader(fh))["id"]
     summary = predict(out, [first, volume], tmp_path / "pred", workers=0)
-    assert summary.predicted == 1
-    assert [s for s, _ in summary.skipped] == [str(volume.resolve())]
+    assert summary.predicted == 2 and not summary.skipped
+    with open(tmp_path / "pred" / "predictions.csv") as fh:
+        slices = {row["id"]: row["slices"] for row in csv.DictReader(fh)}
+    assert slices == {first: "", str(volume.resolve()): "4"}

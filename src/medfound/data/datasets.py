@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medfound.data.slices import volume_slices
+from medfound.data.slices import draw_seed, slice_tensors, wants_slices
 from medfound.data.sources import ImageSource
 from medfound.errors import MedfoundError
 from medfound.io.presets import Preset, preprocess, resolve_auto
@@ -70,23 +70,17 @@ class ImageDataset(Dataset):
                 "modality": image.modality,
                 "preset": resolve_auto(self.preset, image).name,
             }
-            if (
-                slices is not None
-                and self.shape_args["spatial_dims"] == 2
-                and image.array.ndim == 4
-            ):
-                parts = volume_slices(image, slices, self.slice_axis)
-                tensors = [preprocess(p.image, self.preset, **self.shape_args) for p in parts]
-                rows = [
-                    {"index": p.index, "position_mm": p.position_mm, "count": len(parts)}
-                    for p in parts
-                ]
-                return item | {"tensor": torch.stack(tensors), "group": True, "slices": rows}
-            return item | {"tensor": preprocess(image, self.preset, **self.shape_args)}
+            if wants_slices(image, slices, self.shape_args["spatial_dims"]):
+                tensor, rows = slice_tensors(image, slices, self.slice_axis, self._prepare)
+                return item | {"tensor": tensor, "group": True, "slices": rows}
+            return item | {"tensor": self._prepare(image)}
         except MedfoundError as exc:
             return {"index": index, "source": source.id, "error": str(exc)}
         except Exception as exc:  # a library bug on one odd file must not end the whole run
             return {"index": index, "source": source.id, "error": f"{type(exc).__name__}: {exc}"}
+
+    def _prepare(self, image) -> torch.Tensor:
+        return preprocess(image, self.preset, **self.shape_args)
 
 
 class SliceSampledImageDataset(ImageDataset):
@@ -103,12 +97,18 @@ class SliceSampledImageDataset(ImageDataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         epoch, index = epoch_and_index(key)
-        draw = int(np.random.default_rng([self.seed, epoch, index]).integers(2**31))
-        item = self._item(index, ("draw", draw))
-        if item.get("group"):  # the one drawn slice, as a plain sample
-            item = {k: v for k, v in item.items() if k not in ("group", "slices")}
-            item["tensor"] = item["tensor"][0]
+        return drawn_sample(self._item(index, ("draw", draw_seed(self.seed, epoch, index))))
+
+
+def drawn_sample(item: dict) -> dict:
+    """An item read as one drawn slice (a group of one) made a plain sample; others as they are."""
+    if not item.get("group"):
         return item
+    item = {k: v for k, v in item.items() if k not in ("group", "slices")}
+    for key in ("tensor", "target"):
+        if key in item:
+            item[key] = item[key][0]
+    return item
 
 
 class KeyedConcat(Dataset):

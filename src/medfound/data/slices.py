@@ -49,14 +49,16 @@ def acquisition_axis(image: MedicalImage) -> int:
     return int(np.flatnonzero(np.isclose(spacing, spacing.max()))[-1])
 
 
-def chosen_indices(count: int, slices: str | int | tuple[str, int]) -> list[int]:
-    """The slice indices `slices` picks out of `count` (("draw", seed): one, drawn at random)."""
+def chosen_indices(count: int, slices: str | int | tuple) -> list[int]:
+    """The slice indices `slices` picks out of `count`; ("draw", seed[, among]): one of those
+    `among` picks (default every slice), drawn at random with `seed`."""
     if slices == "each":
         return list(range(count))
     if slices == "middle":
         return [count // 2]
     if isinstance(slices, tuple) and slices[0] == "draw":  # one slice drawn with a given seed
-        return [int(np.random.default_rng(slices[1]).integers(count))]
+        among = chosen_indices(count, slices[2] if len(slices) > 2 else "each")
+        return [among[int(np.random.default_rng(slices[1]).integers(len(among)))]]
     return sorted(
         set(np.linspace(0, count - 1, min(int(slices), count)).round().astype(int).tolist())
     )
@@ -91,3 +93,38 @@ def _position(image: MedicalImage, axis: int, index: int) -> float | None:
     if image.spacing is not None and len(image.spacing) == 3:
         return float(index * image.spacing[axis])
     return None
+
+
+def wants_slices(image: MedicalImage, slices, spatial_dims: int) -> bool:
+    """Whether `image` is read as slices: a volume, for a 2D model, with slices asked for."""
+    return slices is not None and spatial_dims == 2 and image.array.ndim == 4
+
+
+def slice_tensors(image: MedicalImage, slices, axis: int | None, prepare) -> tuple[object, list]:
+    """(k, C, H, W) tensor of the chosen slices, each through `prepare` (a MedicalImage -> (C, H, W)
+    tensor), and per slice {index, position_mm, count}."""
+    import torch
+
+    parts = volume_slices(image, slices, axis)
+    rows = [{"index": p.index, "position_mm": p.position_mm, "count": len(parts)} for p in parts]
+    return torch.stack([prepare(p.image) for p in parts]), rows
+
+
+def pool_slices(outputs, items: list[dict]):
+    """One output per item from a batch's rows: a sliced volume (an item with `slices`) gave one
+    row per slice, pooled here by their mean (a volume's probability is the mean of its slices');
+    any other item gave one row."""
+    import torch
+
+    sizes = [len(item["slices"]) if "slices" in item else 1 for item in items]
+    if sum(sizes) != len(outputs):
+        raise ValueError(f"{len(outputs)} output rows for items of {sum(sizes)} rows")
+    if all(size == 1 for size in sizes):
+        return outputs
+    return torch.stack([part.mean(0) for part in torch.split(outputs, sizes)])
+
+
+def draw_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of the slice an item shows at a visit: fixed by (seed, epoch, index), so that a
+    resumed run draws the same slices."""
+    return int(np.random.default_rng([seed, epoch, index]).integers(2**31))

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from medfound.data.slices import pool_slices
 from medfound.engine.distributed import default_workers
 from medfound.engine.loader import autocast, build_loader
 from medfound.engine.loop_config import LoopConfig
@@ -115,6 +116,7 @@ class Validator:
         # What validation rows call the figure: val_loss, or val_<score> of a supervised method.
         self.name = f"val_{method.score_name}" if self.scored else "val_loss"
         items = getattr(method, "validation_items", items)
+        self.forward_size = max(items, 1)  # images per forward (sliced volumes give many per item)
         chunks = validation_chunks(len(dataset), items, ctx.rank, ctx.world_size)
         keyed = getattr(dataset, "keyed_by_epoch", False)
         # Few workers: validation is occasional, and each worker holds its own decoded volumes.
@@ -141,7 +143,8 @@ class Validator:
         return value
 
     def _batches(self):
-        """(chunk number in the whole set, images on the device, targets or None) of this rank."""
+        """(chunk number in the whole set, images on the device, targets or None, the batch's
+        items) of this rank."""
         ctx = self.ctx
         for i, batch in enumerate(self.loader):
             for source, reason in batch["errors"]:
@@ -152,12 +155,12 @@ class Validator:
                 continue
             images = batch["tensor"].to(self.device, non_blocking=True)
             # This rank's i-th chunk is chunk rank + i * world_size of the whole set.
-            yield ctx.rank + i * ctx.world_size, images, batch.get("target")
+            yield ctx.rank + i * ctx.world_size, images, batch.get("target"), batch["items"]
 
     def _mean_loss(self, module: nn.Module) -> float:
         device, config = self.device, self.config
         total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, samples)
-        for chunk, images, targets in self._batches():
+        for chunk, images, targets, _ in self._batches():
             inputs = prepare(self.method, images, chunk_seed(config.seed, chunk), targets, device)
             with autocast(device, config.precision):
                 loss = self.method.loss(module, inputs).loss.double()
@@ -171,13 +174,16 @@ class Validator:
     def _score(self, module: nn.Module) -> float:
         chunks: list[tuple[int, object, object]] = []
         unlabelled = 0  # chunks without targets: raised after the gather, on every rank alike
-        for chunk, images, targets in self._batches():
+        for chunk, images, targets, items in self._batches():
             if targets is None:
                 unlabelled += 1
                 continue
             with autocast(self.device, self.config.precision):
-                outputs = self.method.predict(module, images)
-            chunks.append((chunk, outputs, targets))
+                outputs = [
+                    self.method.predict(module, part) for part in images.split(self.forward_size)
+                ]
+            # a sliced volume is scored once, by the mean of its slices' outputs
+            chunks.append((chunk, pool_slices(torch.cat(outputs), items), targets))
         parts = [(unlabelled, chunks)]
         if self.ctx.world_size > 1:  # every rank scores the same, whole set (in chunk order)
             parts = self.ctx.gather(parts[0])

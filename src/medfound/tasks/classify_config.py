@@ -57,6 +57,12 @@ class ClassifyConfig(LoopConfig):
     )
     preset: str | None = setting(None, "Reading preset (none: the model's)")
     image_size: int | None = setting(None, "Input side (none: the model's native size)")
+    slices: str = setting(
+        "each",
+        "Volumes into 2D models: each, middle or N slices; training draws one of them per visit, "
+        "evaluation scores a volume by the mean over them",
+    )
+    slice_axis: int | None = setting(None, "Axis the volumes are sliced along (none: acquisition)")
     head: Literal["auto", "linear", "genesis"] = setting(
         "auto", "auto: Genesis head (512->1024->K) for 3D Genesis encoders, else linear"
     )
@@ -123,3 +129,8 @@ class ClassifyConfig(LoopConfig):
             raise ConfigError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
         if self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0, got {self.bootstrap}")
+        from medfound.data.slices import parse_slices  # here: the module imports torch
+
+        parse_slices(self.slices)
+        if self.slice_axis not in (None, 0, 1, 2):
+            raise ConfigError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}")

@@ -34,6 +34,7 @@ from medfound.errors import ConfigError, skip_message
 from medfound.io.presets import get_preset
 from medfound.models import FoundationModel, load_model
 from medfound.privacy import uid_policy
+from medfound.tasks.inference import may_be_volume, rebatched
 from medfound.tasks.parquet_writer import ResumableParquetWriter
 
 log = logging.getLogger(__name__)
@@ -170,14 +171,14 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
         dataset = ConcatDataset([dataset, tiles])
     runner = _Runner(model, device, options)
     # A volume's slices make one item of any size: the loader then takes one item at a time (its
-    # workers hold a volume each, not a batch of volumes) and `_rebatched` joins items into model
+    # workers hold a volume each, not a batch of volumes) and `rebatched` joins items into model
     # batches. Folders of plain image files keep whole loader batches.
-    volumes = card.spatial_dims == 2 and any(_may_be_volume(s) for s in images)
+    volumes = card.spatial_dims == 2 and any(may_be_volume(s) for s in images)
     loader = build_loader(
         dataset, device, options.workers, batch_size=1 if volumes else options.batch_size
     )
     if volumes:
-        loader = _rebatched(loader, options.batch_size)
+        loader = rebatched(loader, options.batch_size)
     pending = _Rows(model, options.pool, skip=done)
     with progress_bar(
         len(dataset), "embedding", enabled=options.progress and ctx.is_main
@@ -201,36 +202,6 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     summary.total_rows = ctx.on_main(writer.merge)
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _may_be_volume(source) -> bool:
-    """A source that can hold a volume: anything but a plain raster image file."""
-    from medfound.io.raster import RASTER_SUFFIXES
-
-    return source.series or source.paths[0].suffix.lower() not in RASTER_SUFFIXES
-
-
-def _rebatched(loader, batch_size: int):
-    """Loader batches joined until they hold at least `batch_size` images (or the loader ends)."""
-    pending: list[dict] = []
-
-    def joined() -> dict:
-        tensors = [b["tensor"] for b in pending if b["tensor"] is not None]
-        return {
-            "tensor": torch.cat(tensors) if tensors else None,
-            "items": [item for b in pending for item in b["items"]],
-            "errors": [error for b in pending for error in b["errors"]],
-        }
-
-    count = 0
-    for batch in loader:
-        pending.append(batch)
-        count += 0 if batch["tensor"] is None else batch["tensor"].shape[0]
-        if count >= batch_size:
-            yield joined()
-            pending, count = [], 0
-    if pending:
-        yield joined()
 
 
 def _written(writer: ResumableParquetWriter) -> tuple[set[str], set[str]]:

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfound.data.labelled import LabelledImageDataset
+from medfound.data.labelled import LabelledImageDataset, SliceSampledLabelledDataset
 from medfound.data.labels import LabelTable, check_images_exist
+from medfound.data.slices import parse_slices
 from medfound.data.splits import write_splits
 from medfound.engine.distributed import local_rank, resolve_device
 from medfound.engine.trainer import TrainSummary, train
@@ -31,7 +32,7 @@ from medfound.methods.classification import (
 )
 from medfound.tasks.classification_report import evaluate_predictions
 from medfound.tasks.classify_config import ClassifyConfig
-from medfound.tasks.inference import run_over
+from medfound.tasks.inference import path_may_be_volume, run_over
 from medfound.tasks.label_sources import load_label_table
 from medfound.tasks.transfer_run import (
     batch_for_subset,
@@ -94,8 +95,10 @@ def finetune_classify(
     log.info("items per split: %s (%s)", counts, table.kind)
 
     preset = reading_preset(config.preset or encoder.card.preset, config.image_size)
-    shape = input_shape(encoder.card, config.image_size)
-    dataset = LabelledImageDataset(table, train_idx, preset, **shape)
+    shape = input_shape(encoder.card, config.image_size) | slicing(config)
+    # a volume given to a 2D model: training sees one of its chosen slices per visit, validation
+    # and test score it by the mean over them
+    dataset = SliceSampledLabelledDataset(table, train_idx, preset, seed=config.seed, **shape)
     val_dataset = LabelledImageDataset(table, val_idx, preset, **shape)
     config = batch_for_subset(config, len(train_idx))
     steps_per_epoch = max(len(train_idx) // config.batch_size, 1)
@@ -119,7 +122,12 @@ def finetune_classify(
         provenance=provenance(
             config, _PATH_FIELDS, encoder, {"items": len(table), "classes": list(table.classes)}
         ),
-        reading={"preset": preset.name, "input_size": preset.size or shape["native_size"]},
+        reading={
+            "preset": preset.name,
+            "input_size": preset.size or shape["native_size"],
+            "slices": shape["slices"],
+            "slice_axis": shape["slice_axis"],
+        },
     )
     summary = train(
         method,
@@ -153,6 +161,11 @@ def input_shape(card, image_size: int | None) -> dict:
     if image_size is not None:
         shape["native_size"] = image_size
     return shape
+
+
+def slicing(config: ClassifyConfig) -> dict:
+    """How volumes are read for a 2D model (LabelledImageDataset's slices and slice_axis)."""
+    return {"slices": parse_slices(config.slices), "slice_axis": config.slice_axis}
 
 
 def _check_auc_defined(table: LabelTable, val_idx: np.ndarray) -> None:
@@ -195,15 +208,23 @@ def _evaluate(
     """The exported (best) classifier on `indices`: metrics with CIs, ROC curves, predictions."""
     device = resolve_device(config.device, local_rank())
     classifier, task = load_classifier(run_dir, device=str(device))
-    shape = input_shape(classifier.encoder.card, config.image_size)
+    shape = input_shape(classifier.encoder.card, config.image_size) | slicing(config)
     dataset = LabelledImageDataset(table, indices, preset, **shape)
     kind = task["kind"]
 
     def forward(images: torch.Tensor) -> torch.Tensor:
         return probabilities(classifier(images), kind)
 
+    volumes = shape["spatial_dims"] == 2 and any(
+        path_may_be_volume(table.images.item_id(int(i))) for i in indices
+    )
     out = run_over(
-        forward, dataset, batch_size=config.batch_size, device=device, workers=config.workers
+        forward,
+        dataset,
+        batch_size=config.batch_size,
+        device=device,
+        workers=config.workers,
+        volumes=volumes,
     )
     rows = np.asarray(out.indices, dtype=np.int64)
     chosen = indices[rows]

@@ -4,10 +4,12 @@ share. Unreadable items are reported and skipped, never silent."""
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
+from medfound.data.slices import pool_slices
 from medfound.engine.loader import build_loader
 from medfound.errors import skip_message
 
@@ -33,21 +35,65 @@ def run_over(
     batch_size: int = 16,
     device: torch.device | str = "cpu",
     workers: int | None = None,
+    volumes: bool = False,
 ) -> Outputs:
-    """`forward(images on the device)` -> per-item outputs, over `dataset` in order."""
+    """`forward(images on the device)` -> per-item outputs, over `dataset` in order.
+
+    `volumes`: the dataset may give sliced volumes (items of k slices, data/slices.py): the loader
+    then takes one item at a time and `rebatched` joins them into batches; the model sees at most
+    `batch_size` images per call, and a volume's output is the mean of its slices'."""
     device = torch.device(device)
     result = Outputs()
-    loader = build_loader(dataset, device, workers, batch_size=batch_size)
-    for batch in loader:
+    loader = build_loader(dataset, device, workers, batch_size=1 if volumes else batch_size)
+    for batch in rebatched(loader, batch_size) if volumes else loader:
         for source, reason in batch["errors"]:
             log.warning("skipped %s", skip_message(source, reason))
         result.skipped.extend(batch["errors"])
         if batch["tensor"] is None:
             continue
-        out = forward(batch["tensor"].to(device)).float().cpu()
+        rows = [
+            forward(part.to(device)).float().cpu() for part in batch["tensor"].split(batch_size)
+        ]
+        out = pool_slices(torch.cat(rows), batch["items"])
         for item, value in zip(batch["items"], out, strict=True):
             result.indices.append(item["index"])
             result.sources.append(item["source"])
             result.items.append(item)
             result.outputs.append(value)
     return result
+
+
+def may_be_volume(source) -> bool:
+    """A source (data/sources.py) that can hold a volume: a series, or a file that may."""
+    return source.series or path_may_be_volume(str(source.paths[0]))
+
+
+def path_may_be_volume(item_id: str) -> bool:
+    """An item id (a path, or `file.h5#17` for a row of an array file: PCam's 2D patches) that can
+    name a volume: anything but a plain raster image file and a row."""
+    from medfound.io.raster import RASTER_SUFFIXES
+
+    return "#" not in item_id and Path(item_id).suffix.lower() not in RASTER_SUFFIXES
+
+
+def rebatched(loader, batch_size: int):
+    """Loader batches joined until they hold at least `batch_size` images (or the loader ends)."""
+    pending: list[dict] = []
+
+    def joined() -> dict:
+        tensors = [b["tensor"] for b in pending if b["tensor"] is not None]
+        return {
+            "tensor": torch.cat(tensors) if tensors else None,
+            "items": [item for b in pending for item in b["items"]],
+            "errors": [error for b in pending for error in b["errors"]],
+        }
+
+    count = 0
+    for batch in loader:
+        pending.append(batch)
+        count += 0 if batch["tensor"] is None else batch["tensor"].shape[0]
+        if count >= batch_size:
+            yield joined()
+            pending, count = [], 0
+    if pending:
+        yield joined()
