@@ -134,10 +134,12 @@ def write_slide(
     mpp: float | None = 0.25,
     levels: int = 3,
     compression: str | None = "zlib",
+    gray12: bool = False,
 ) -> Path:
     """A pyramidal tiled TIFF (levels halving in size, in SubIFDs as converted slides store them):
     near-white glass with a pink-purple tissue square `tissue` (x0, y0, x1, y1 in level-0 pixels)
-    holding small white holes, plus a tiny stained speck outside it. `mpp` None: no resolution."""
+    holding small white holes, plus a tiny stained speck outside it. `mpp` None: no resolution.
+    `gray12`: the same as one 12-bit gray channel (value * 16) in 16-bit words."""
     import tifffile
 
     rng = np.random.default_rng(0)
@@ -157,6 +159,9 @@ def write_slide(
     image[y0:y1, x0:x1] = stain
     image[40:46, 40:46] = (170, 80, 150)  # a speck of stain: not tissue
     options = {"tile": (256, 256), "photometric": "rgb", "compression": compression}
+    if gray12:
+        image = (image.mean(axis=-1) * 16).astype(np.uint16)
+        options["photometric"] = "minisblack"
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
         for level in range(levels):
             f = 2**level

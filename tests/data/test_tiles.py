@@ -175,3 +175,33 @@ def test_pretraining_draws_random_tissue_tiles_per_epoch_and_again_the_same(slid
     assert [tiles[(2, i)]["source"] for i in range(5)] == drawn[2]  # and the same when asked again
     both = KeyedConcat([tiles, tiles])
     assert len(both) == 10 and both[(3, 7)]["source"] == drawn[3][2]
+
+
+def test_a_grayscale_12_bit_slide_finds_its_tissue_and_reads_every_tile_on_one_scale(tmp_path):
+    path = write_slide(tmp_path / "gray.tiff", size=1024, tissue=(256, 256, 768, 768), gray12=True)
+    slide = open_slide(path)
+    assert slide.value_range[0] == 0 and 3800 < slide.value_range[1] < 4096
+    plan = plan_tiles(slide, TileOptions(mpp=0.5, tile_size=64))
+    expected = {(x, y) for x in range(256, 768, 128) for y in range(256, 768, 128)}
+    assert {tuple(map(int, xy)) for xy in plan.xy} == expected
+    # the glass is near white on the 8-bit scale, as in the colour slide; a region holding glass
+    # and tissue scales its glass alike: one scale for the whole slide
+    glass = slide.read(0, 100, 100, 64, 64)
+    wider = slide.read(0, 100, 100, 300, 300)
+    assert glass.min() > 220 and wider.min() < 160
+    np.testing.assert_array_equal(wider[:64, :64], glass)
+
+
+def test_gray_tissue_is_found_on_dark_and_on_bright_backgrounds_and_not_on_flat_glass():
+    from medfound.data.tiles import tissue_mask
+
+    rng = np.random.default_rng(0)
+    picture = rng.integers(230, 240, (100, 100)).astype(np.uint8)
+    picture[30:70, 30:70] = rng.integers(90, 140, (40, 40))
+    bright_glass = np.repeat(picture[..., None], 3, axis=-1)
+    fluorescence = 255 - bright_glass
+    for rgb in (bright_glass, fluorescence):
+        mask = tissue_mask(rgb)
+        assert mask[30:70, 30:70].all() and mask.sum() == 40 * 40
+    flat = np.repeat(rng.integers(230, 240, (100, 100)).astype(np.uint8)[..., None], 3, axis=-1)
+    assert not tissue_mask(flat).any()

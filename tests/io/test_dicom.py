@@ -273,6 +273,30 @@ def test_a_dicom_whole_slide_image_or_a_huge_file_is_refused_before_decoding(tmp
         read_image(huge)
 
 
+def test_pixel_bytes_are_read_only_once_the_size_checks_pass(tmp_path):
+    from medfound.io.dicom import _read_dataset
+
+    big = write_dicom(tmp_path / "big.dcm", np.ones((1024, 1024), np.uint16))
+    ds = _read_dataset(big)
+    assert ds.get_item("PixelData", keep_deferred=True).value is None  # deferred: 2 MB left on disk
+    assert read_image(big).array.shape == (1, 1024, 1024)
+
+
+def test_a_series_too_large_to_read_whole_is_refused_before_any_slice_is_decoded(
+    tmp_path, monkeypatch
+):
+    from medfound.io import dicom
+
+    paths = [
+        write_dicom(tmp_path / f"s{k}.dcm", np.ones((5, 7), np.uint16), InstanceNumber=k)
+        for k in range(3)
+    ]
+    monkeypatch.setattr(dicom, "_MAX_VALUES", 3 * 5 * 7 - 1)
+    monkeypatch.setattr(dicom, "_decode_pixels", lambda *a: pytest.fail("decoded"))
+    with pytest.raises(ImageReadError, match="series-x: 105 pixel values"):
+        dicom.read_dicom_series(paths, "series-x")
+
+
 def test_frames_rescaled_differently_are_windowed_into_one_range(tmp_path):
     from pydicom.sequence import Sequence
 

@@ -2,12 +2,14 @@
 resolution, the tiles as a dataset read by DataLoader workers, and a thumbnail to check by eye.
 
 Tissue: the saturation (HSV) of the low-resolution level, thresholded by Otsu (scikit-image; at
-least MIN_SATURATION, so a blank slide finds nothing), holes filled and fragments smaller than
-MIN_FRAGMENT of the slide removed. Grid: square tiles of `tile_size` pixels at `mpp` micrometres per
-pixel, i.e. `tile_size * mpp / slide.mpp` level-0 pixels a side, stepping by (1 - overlap) of that,
-from the top-left corner; a tile is kept when at least `min_tissue` of its footprint is tissue. Tiles
-are read from the coarsest pyramid level still at least as fine as `mpp`, then resized (bicubic,
-antialiased) to `tile_size`.
+least MIN_SATURATION, so a blank slide finds nothing); on a grayscale slide, the intensity
+thresholded by Otsu, tissue on the side away from the border's background; then holes filled and
+fragments smaller than MIN_FRAGMENT of the slide removed.
+
+Grid: square tiles of `tile_size` pixels at `mpp` micrometres per pixel, i.e. `tile_size * mpp /
+slide.mpp` level-0 pixels a side, stepping by (1 - overlap) of that, from the top-left corner; a
+tile is kept when at least `min_tissue` of its footprint is tissue. Tiles are read from the coarsest
+pyramid level still at least as fine as `mpp`, then resized (bicubic, antialiased) to `tile_size`.
 """
 
 import logging
@@ -24,15 +26,16 @@ from medfound.data.datasets import epoch_and_index
 from medfound.errors import ConfigError, ImageReadError, MedfoundError, skip_message
 from medfound.io.image import MedicalImage
 from medfound.io.presets import Preset, preprocess
-from medfound.io.slide import Slide, is_slide, open_slide
+from medfound.io.slide import MAX_OVERVIEW_SIDE, Slide, is_slide, open_slide
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIDE = 2048  # the tissue mask is computed on the most detailed level at most this long
-MAX_MASK_SIDE = 8192  # a slide whose smallest level is longer has no usable pyramid
+MAX_MASK_SIDE = MAX_OVERVIEW_SIDE  # a slide whose smallest level is longer has no usable pyramid
 MAX_GRID = 5_000_000  # tiles of one slide's grid: more means a wrong resolution or tile size
 OPEN_SLIDES = 32  # slides a dataset keeps open per process (random tiles jump between slides)
 MIN_SATURATION = 0.05
+MIN_CONTRAST = 0.1  # grayscale slides: tissue and background differ by at least this much
 MIN_FRAGMENT = 1e-4  # share of the slide's area below which a tissue fragment is dropped
 TILE_MARK = "#tile="
 
@@ -104,11 +107,30 @@ def tissue_mask(rgb: np.ndarray) -> np.ndarray:
     values = rgb.astype(np.float32)
     high, low = values.max(axis=-1), values.min(axis=-1)
     saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
-    level = threshold_otsu(saturation) if np.ptp(saturation) > 0 else 1.0
-    mask = saturation > max(float(level), MIN_SATURATION)
+    if np.ptp(rgb, axis=-1).max() == 0:  # a grayscale slide: no colour to find stain by
+        mask = _gray_tissue(values[..., 0])
+    else:
+        level = threshold_otsu(saturation) if np.ptp(saturation) > 0 else 1.0
+        mask = saturation > max(float(level), MIN_SATURATION)
     mask = ndimage.binary_fill_holes(mask)
     smallest = max(1, int(MIN_FRAGMENT * mask.size))
     return remove_small_objects(mask, max_size=smallest)
+
+
+def _gray_tissue(gray: np.ndarray) -> np.ndarray:
+    """Tissue of a grayscale picture: the side of an Otsu threshold on intensity away from the
+    background, which the picture's border shows (bright glass in brightfield, dark in
+    fluorescence); nothing when the two sides differ by less than MIN_CONTRAST of the 8-bit range."""
+    from skimage.filters import threshold_otsu
+
+    if np.ptp(gray) == 0:
+        return np.zeros(gray.shape, bool)
+    level = float(threshold_otsu(gray))
+    above = gray > level
+    if abs(float(gray[above].mean()) - float(gray[~above].mean())) < MIN_CONTRAST * 255:
+        return np.zeros(gray.shape, bool)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return ~above if np.median(border) > level else above
 
 
 def plan_tiles(slide: Slide, options: TileOptions) -> SlideTiles:

@@ -45,6 +45,11 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
+# Values larger than this are read from the file when first used: the pixel data is not read until
+# the size checks have passed (_check_readable_whole).
+_DEFER = "1 MB"
+
+
 def _read_dataset(path: Path, header_only: bool = False):
     """The dataset of `path`. Files without the preamble and meta header (ACR-NEMA, some old
     exports) are read with pydicom's force=True when what follows parses as a dataset with an image
@@ -53,7 +58,7 @@ def _read_dataset(path: Path, header_only: bool = False):
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=header_only)
+        ds = pydicom.dcmread(str(path), stop_before_pixels=header_only, defer_size=_DEFER)
         if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):  # a meta header without it
             _fill_transfer_syntax(ds)
         return ds
@@ -75,7 +80,9 @@ def _read_headerless(path: Path, header_only: bool):
     import pydicom
 
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=header_only, force=True)
+        ds = pydicom.dcmread(
+            str(path), stop_before_pixels=header_only, force=True, defer_size=_DEFER
+        )
         if "Rows" not in ds or "Columns" not in ds:
             return None
     except Exception:
@@ -128,9 +135,17 @@ def _check_readable_whole(ds, path: Path) -> None:
             f"{path}: a DICOM whole-slide image (its frames are tiles); it cannot be read as one "
             "image, and tiling DICOM slides is not supported yet"
         )
+    _check_value_count(_value_count(ds), path)
+
+
+def _value_count(ds) -> int:
     values = 1
     for keyword in ("NumberOfFrames", "Rows", "Columns", "SamplesPerPixel"):
         values *= int(ds.get(keyword, 1) or 1)
+    return values
+
+
+def _check_value_count(values: int, path) -> None:
     if values > _MAX_VALUES:
         raise ImageReadError(
             f"{path}: {values:,} pixel values ({4 * values / 2**30:.0f} GB as float32) are too many "
@@ -372,6 +387,7 @@ def read_dicom_series(paths: Sequence[Path], source_id: str) -> MedicalImage:
         slices.append((ds, path))
     if not slices:
         raise ImageReadError(f"{source_id}: empty DICOM series")
+    _check_value_count(sum(_value_count(ds) for ds, _ in slices), source_id)
     slices.sort(key=lambda item: _slice_position(item[0]))
     arrays, value_range = [], None
     for ds, path in slices:

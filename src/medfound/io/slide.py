@@ -18,6 +18,9 @@ SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif")
 # 352.8 um per pixel, which would make a tile a pixel wide.
 MPP_RANGE = (0.05, 20.0)
 TIFF_SUFFIXES = (".tif", ".tiff")
+# The longest side of a level read whole (tissue masks, value ranges): a slide whose smallest level
+# is longer has no usable pyramid.
+MAX_OVERVIEW_SIDE = 8192
 
 
 def is_slide(path: Path) -> bool:
@@ -46,6 +49,9 @@ class Slide:
     dimensions: tuple[int, int]  # level 0 (width, height)
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
+    # the values that become 0 and 255 for slides not stored as 8 bits: one range for the whole
+    # slide (from its smallest level), so that every tile of it is scaled alike
+    value_range: tuple[float, float] | None = None
 
     def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """RGB uint8 (height, width, 3) of the region at `level` whose top-left corner is (x, y)
@@ -57,7 +63,7 @@ class Slide:
                 f"{self.path}: region x={x} y={y} level={level} unreadable "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
-        return as_rgb8(np.asarray(region))
+        return as_rgb8(np.asarray(region), self.value_range)
 
     def lowest_level(self, max_side: int) -> int:
         """The most detailed level whose longer side is at most `max_side` (else the smallest)."""
@@ -70,8 +76,10 @@ class Slide:
         self.handle.close()
 
 
-def as_rgb8(region: np.ndarray) -> np.ndarray:
-    """A region as RGB uint8: alpha dropped, grayscale repeated, wider integers scaled down."""
+def as_rgb8(region: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """A region as RGB uint8: alpha dropped, grayscale repeated, other types scaled from
+    `value_range` (low -> 0, high -> 255; default: the integer type's range, or 0 to the region's
+    maximum for floats)."""
     if region.ndim == 2:
         region = region[..., None]
     if region.shape[-1] in (2, 4):  # gray + alpha, RGBA
@@ -79,10 +87,13 @@ def as_rgb8(region: np.ndarray) -> np.ndarray:
     if region.shape[-1] == 1:
         region = np.repeat(region, 3, axis=-1)
     if region.dtype != np.uint8:
-        top = (
-            np.iinfo(region.dtype).max if region.dtype.kind in "ui" else max(float(region.max()), 1)
-        )
-        region = np.clip(region.astype(np.float32) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        if value_range is None:
+            integer = region.dtype.kind in "ui"
+            value_range = (0.0, np.iinfo(region.dtype).max if integer else float(region.max()))
+        low, high = value_range
+        scale = 255.0 / max(high - low, 1e-12)
+        scaled = (region.astype(np.float32) - low) * scale + 0.5
+        region = np.clip(scaled, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(region[..., :3])
 
 
@@ -99,7 +110,14 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
         downsamples = tuple(float(d) for d in handle.level_downsamples)
         stated = handle.properties.get("tiffslide.mpp-x")
         # a cut file can open from its header: one pixel of the smallest level shows it is whole
-        handle.read_region((0, 0), len(levels) - 1, (1, 1), as_array=True)
+        corner = handle.read_region((0, 0), len(levels) - 1, (1, 1), as_array=True)
+        value_range = None
+        if np.asarray(corner).dtype != np.uint8 and max(levels[-1]) <= MAX_OVERVIEW_SIDE:
+            # one range for the whole slide, from its smallest level
+            smallest = np.asarray(
+                handle.read_region((0, 0), len(levels) - 1, levels[-1], as_array=True)
+            )
+            value_range = _value_range(smallest)
     except Exception as exc:
         raise ImageReadError(f"{path}: not a readable slide ({type(exc).__name__}: {exc})") from exc
     stated = float(stated) if stated else None
@@ -112,4 +130,15 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
             f"{path}: the slide states no usable resolution (micrometres per pixel); give it "
             "with --slide-mpp"
         )
-    return Slide(path, handle, resolution, dimensions, levels, downsamples)
+    return Slide(path, handle, resolution, dimensions, levels, downsamples, value_range)
+
+
+def _value_range(values: np.ndarray) -> tuple[float, float]:
+    """0 to the largest value of an integer slide (a 12-bit slide in 16-bit words fills the 8 bits
+    as 12-bit data would, and black stays black); the smallest to the largest value of a float
+    one. Alpha is left out."""
+    if values.ndim == 3 and values.shape[-1] in (2, 4):
+        values = values[..., :-1]
+    high = float(values.max())
+    low = 0.0 if values.dtype.kind in "ui" else float(values.min())
+    return low, max(high, low + 1e-12)
