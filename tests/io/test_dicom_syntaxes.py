@@ -110,3 +110,34 @@ def test_a_meta_header_without_transfer_syntax_reads_in_the_encoding_found(tmp_p
     ds.save_as(path, implicit_vr=False, little_endian=True, enforce_file_format=False)
     assert "TransferSyntaxUID" not in pydicom.dcmread(path, stop_before_pixels=True).file_meta
     np.testing.assert_array_equal(read_image(path).array, _read("CT_small.dcm").array)
+
+
+def _headerless_slices(folder, count=3):
+    """`count` suffix-less files of one series without preamble or meta header (ACR-NEMA style),
+    a slice apart, plus a suffix-less file that is not DICOM."""
+    from pydicom.uid import generate_uid
+
+    folder.mkdir()
+    series = generate_uid()
+    for k in range(count):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        del ds.file_meta
+        ds.preamble = None
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
+        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
+        ds.save_as(folder / f"IM{k}", implicit_vr=True, little_endian=True, enforce_file_format=False)
+    (folder / "README").write_bytes(b"\x08\x00 not a dataset at all, though it starts like one")
+    return folder
+
+
+def test_suffix_less_headerless_files_are_found_in_folders_and_grouped_into_their_series(tmp_path):
+    from medfound.data.sources import collect_sources
+
+    folder = _headerless_slices(tmp_path / "exam")
+    files, _ = collect_sources([folder])
+    assert sorted(s.paths[0].name for s in files) == ["IM0", "IM1", "IM2"]
+    series, _ = collect_sources([folder], group_series=True)
+    assert len(series) == 1 and series[0].series and len(series[0].paths) == 3
+    volume = read_image(series[0].target)
+    assert volume.array.shape[1:] == (128, 128, 3)
+    assert read_image(folder / "IM1").array.shape == (1, 128, 128)

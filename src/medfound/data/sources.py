@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medfound.errors import ConfigError
-from medfound.io.dicom import is_dicom_file, series_key
+from medfound.io.dicom import is_dicom, series_key
 from medfound.io.readers import is_supported
 from medfound.privacy import UidPolicy, uid_policy
 
@@ -80,7 +80,7 @@ def _group_dicom_series(files: list[Path], uids: UidPolicy) -> list[ImageSource]
     for path in files:
         uid = (
             series_key(path)
-            if path.suffix.lower() in (".dcm", "") and is_dicom_file(path)
+            if path.suffix.lower() in (".dcm", "") and is_dicom(path)
             else None
         )
         if uid is None:

@@ -50,6 +50,20 @@ def is_dicom_file(path: Path) -> bool:
 _DEFER = "1 MB"
 
 
+def is_dicom(path: Path) -> bool:
+    """A DICOM file: the preamble magic, or, for files without one (ACR-NEMA, old exports), a
+    first element in group 0008 (either byte order) and a header that parses as an image dataset.
+    Other files cost a read of their first bytes."""
+    if is_dicom_file(path):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+    except OSError:
+        return False
+    return head in (b"\x08\x00", b"\x00\x08") and _read_headerless(path, True) is not None
+
+
 def _read_dataset(path: Path, header_only: bool = False):
     """The dataset of `path`. Files without the preamble and meta header (ACR-NEMA, some old
     exports) are read with pydicom's force=True when what follows parses as a dataset with an image

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from medfound.errors import ImageReadError
-from medfound.io.dicom import DICOM_SUFFIXES, is_dicom_file, read_dicom, read_dicom_series
+from medfound.io.dicom import DICOM_SUFFIXES, is_dicom, read_dicom, read_dicom_series
 from medfound.io.image import MedicalImage
 from medfound.io.metaimage import METAIMAGE_SUFFIXES, read_metaimage
 from medfound.io.raster import RASTER_SUFFIXES, read_raster
@@ -31,8 +31,9 @@ def _suffix(path: Path) -> str:
 
 
 def is_supported(path: Path) -> bool:
-    """True for files medfound can read: a known suffix, or DICOM without an extension."""
-    return _suffix(path) in SUPPORTED_SUFFIXES or (path.suffix == "" and is_dicom_file(path))
+    """True for files medfound can read: a known suffix, or DICOM without an extension (with its
+    preamble, or headerless: io.dicom.is_dicom)."""
+    return _suffix(path) in SUPPORTED_SUFFIXES or (path.suffix == "" and is_dicom(path))
 
 
 def read_image(
@@ -64,7 +65,7 @@ def read_image(
         )
     if suffix in RASTER_SUFFIXES:
         image = read_raster(path)
-    elif suffix in DICOM_SUFFIXES or (suffix == "" and is_dicom_file(path)):
+    elif suffix in DICOM_SUFFIXES or (suffix == "" and is_dicom(path)):
         image = read_dicom(path, uids)
     elif suffix in NIFTI_SUFFIXES:
         image = read_nifti(path)
