@@ -323,3 +323,44 @@ def test_whole_slides_pretrain_on_random_tissue_tiles(tmp_path, caplog):
             tmp_path / "glass",
             overrides={**overrides, "data": [str(tmp_path / "data" / "glass.tiff")]},
         )
+
+
+PLAN_ON_RANKS = """
+import json, os, sys
+from medfound.data import collect_sources, tiles
+from medfound.data.tiles import TileOptions
+from medfound.tasks import pretrain
+from medfound.tasks.simclr_config import SimCLRConfig
+
+planned = []
+real = tiles.plan_tiles
+tiles.plan_tiles = lambda slide, options: planned.append(slide.path.name) or real(slide, options)
+sources, _ = collect_sources([sys.argv[1]])
+problems = []
+plans = pretrain._plan_across_ranks(
+    sources, TileOptions(mpp=1.0, tile_size=32), problems, SimCLRConfig(device="cpu")
+)
+out = {"planned": planned, "plans": [p.slide.name for p in plans], "problems": problems}
+with open(os.path.join(sys.argv[2], os.environ["RANK"] + ".json"), "w") as fh:
+    json.dump(out, fh)
+"""
+
+
+def test_two_ranks_plan_each_slide_once_and_both_get_every_plan_in_order(tmp_path):
+    from tests.distributed import torchrun
+    from tests.factories import write_slide
+
+    (tmp_path / "data").mkdir()
+    for name in ("a", "b", "c"):
+        write_slide(tmp_path / "data" / f"{name}.tiff", size=512, tissue=(128, 128, 384, 384))
+    write_slide(tmp_path / "data" / "glass.tiff", size=512, tissue=(0, 0, 0, 0))
+    script = tmp_path / "plan.py"
+    script.write_text(PLAN_ON_RANKS)
+    done = torchrun(str(script), str(tmp_path / "data"), str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
+    planned = ranks[0]["planned"] + ranks[1]["planned"]
+    assert sorted(planned) == ["a.tiff", "b.tiff", "c.tiff", "glass.tiff"]  # each once
+    for rank in ranks:
+        assert rank["plans"] == ["a.tiff", "b.tiff", "c.tiff"]  # the glass has no tissue
+        assert [Path(p).name for p, _ in rank["problems"]] == ["glass.tiff"]

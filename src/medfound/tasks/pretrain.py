@@ -15,6 +15,7 @@ from medfound.data import collect_sources
 from medfound.data.datasets import KeyedConcat, SliceSampledImageDataset
 from medfound.data.tiles import RandomSlideTiles, TileOptions, plan_slides, split_slides
 from medfound.engine.config import resolve_run_config
+from medfound.engine.distributed import RankFailure, distributed, local_rank, resolve_device
 from medfound.engine.loop_config import RESUMABLE_FIELDS
 from medfound.engine.trainer import TrainSummary, train
 from medfound.errors import ConfigError, skip_message
@@ -83,7 +84,7 @@ def pretrain_simclr(
     dataset = SliceSampledImageDataset(images, preset, seed=config.seed, **shape)
     if slides:
         tiles = RandomSlideTiles(
-            plan_slides(slides, _tile_options(config, views.image_size), problems),
+            _plan_across_ranks(slides, _tile_options(config, views.image_size), problems, config),
             preset,
             _tile_options(config, views.image_size),
             per_slide=config.tiles_per_slide,
@@ -102,6 +103,27 @@ def pretrain_simclr(
     )
     summary.skipped.update(dict(problems))
     return summary
+
+
+def _plan_across_ranks(slides: list, options: TileOptions, problems: list, config) -> list:
+    """Every slide's tile plan on every rank, each rank planning its share (under torchrun: a
+    thousand slides planned once, not once per rank), in the order of `slides`."""
+    device = resolve_device(config.device, local_rank())
+    with distributed(device) as ctx:
+        mine, my_problems, failure = [], [], None
+        try:
+            mine = plan_slides(slides[ctx.rank :: ctx.world_size], options, my_problems)
+        except Exception as exc:  # said on every rank, so that none waits at the gather
+            if ctx.world_size == 1:
+                raise
+            failure = f"rank {ctx.rank} failed planning slides: {type(exc).__name__}: {exc}"
+        parts = ctx.gather((mine, my_problems, failure))
+    failures = [failure for _, _, failure in parts if failure]
+    if failures:
+        raise RankFailure(failures[0])
+    by_slide = {plan.slide: plan for plans, _, _ in parts for plan in plans}
+    problems.extend(problem for _, rank_problems, _ in parts for problem in rank_problems)
+    return [by_slide[s.paths[0]] for s in slides if s.paths[0] in by_slide]
 
 
 def _tile_options(config: SimCLRConfig, size: int) -> TileOptions:
