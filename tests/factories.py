@@ -135,11 +135,13 @@ def write_slide(
     levels: int = 3,
     compression: str | None = "zlib",
     gray12: bool = False,
+    subifds: bool = True,
 ) -> Path:
     """A pyramidal tiled TIFF (levels halving in size, in SubIFDs as converted slides store them):
     near-white glass with a pink-purple tissue square `tissue` (x0, y0, x1, y1 in level-0 pixels)
     holding small white holes, plus a tiny stained speck outside it. `mpp` None: no resolution.
-    `gray12`: the same as one 12-bit gray channel (value * 16) in 16-bit words."""
+    `gray12`: the same as one 12-bit gray channel (value * 16) in 16-bit words. `subifds` False:
+    levels as successive pages (the layout OpenSlide's generic TIFF reader takes)."""
     import tifffile
 
     rng = np.random.default_rng(0)
@@ -168,7 +170,7 @@ def write_slide(
             kwargs = dict(options)
             if mpp is not None:
                 kwargs |= {"resolution": (1e4 / (mpp * f),) * 2, "resolutionunit": "CENTIMETER"}
-            if level == 0:
+            if level == 0 and subifds:
                 kwargs["subifds"] = levels - 1
             else:
                 kwargs["subfiletype"] = 1

@@ -205,3 +205,60 @@ def test_gray_tissue_is_found_on_dark_and_on_bright_backgrounds_and_not_on_flat_
         assert mask[30:70, 30:70].all() and mask.sum() == 40 * 40
     flat = np.repeat(rng.integers(230, 240, (100, 100)).astype(np.uint8)[..., None], 3, axis=-1)
     assert not tissue_mask(flat).any()
+
+
+def test_openslide_reads_the_same_plan_and_tiles_as_tiffslide(tmp_path):
+    path = write_slide(
+        tmp_path / "pages.tiff", size=1024, tissue=(256, 256, 768, 768), subifds=False
+    )
+    options = TileOptions(mpp=0.5, tile_size=64)
+    plans = {}
+    for reader in ("tiffslide", "openslide"):
+        slide = open_slide(path, reader=reader)
+        assert slide.level_downsamples == (1.0, 2.0, 4.0) and slide.mpp == pytest.approx(0.25)
+        plans[reader] = (slide, plan_tiles(slide, options))
+    (ts, tplan), (os_, oplan) = plans["tiffslide"], plans["openslide"]
+    np.testing.assert_array_equal(tplan.xy, oplan.xy)
+    for i in (0, len(tplan.xy) // 2, len(tplan.xy) - 1):
+        np.testing.assert_array_equal(read_tile(ts, tplan, i, 64), read_tile(os_, oplan, i, 64))
+    assert "openslide" not in str(type(ts.handle)).lower()
+
+
+def test_transparent_openslide_areas_are_white_glass():
+    from medfound.io.slide import _OpenSlideRegions
+
+    class Fake:
+        def read_region(self, xy, level, size):
+            rgba = np.zeros((1, 3, 4), np.uint8)
+            rgba[0, 1] = (200, 100, 50, 255)  # scanned
+            rgba[0, 2] = (200, 100, 50, 128)  # edge of a scanned tile
+            return rgba
+
+    regions = _OpenSlideRegions.__new__(_OpenSlideRegions)
+    regions.handle = Fake()
+    out = regions.read_region((0, 0), 0, (3, 1))
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0, :2], [[255, 255, 255], [200, 100, 50]])
+    np.testing.assert_array_equal(out[0, 2], [227, 177, 152])  # 200 * 128/255 + 255 * 127/255
+
+
+def test_formats_only_openslide_reads_say_what_to_install_or_choose(tmp_path, monkeypatch):
+    from medfound.errors import MissingDependencyError
+    from medfound.io import slide as slide_module
+
+    mrxs = tmp_path / "scan.mrxs"
+    mrxs.write_bytes(b"not really")
+    assert is_slide(mrxs)
+    with pytest.raises(ConfigError, match=r"tiffslide cannot read \.mrxs slides"):
+        open_slide(mrxs, reader="tiffslide")
+    with pytest.raises(ConfigError, match="--slide-reader 'libvips'"):
+        open_slide(mrxs, reader="libvips")
+    with pytest.raises(ImageReadError, match=r"scan\.mrxs: not a readable slide"):
+        open_slide(mrxs)  # OpenSlide is installed here, and this file is no slide
+
+    def missing(module, extra=None, purpose=""):
+        raise MissingDependencyError(f"'{module}' is needed for {purpose}: pip install [{extra}]")
+
+    monkeypatch.setattr(slide_module, "require", missing)
+    with pytest.raises(MissingDependencyError, match=r"reading \.mrxs slides.*\[openslide\]"):
+        open_slide(mrxs)

@@ -125,7 +125,9 @@ def _headerless_slices(folder, count=3):
         ds.preamble = None
         ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
         ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
-        ds.save_as(folder / f"IM{k}", implicit_vr=True, little_endian=True, enforce_file_format=False)
+        ds.save_as(
+            folder / f"IM{k}", implicit_vr=True, little_endian=True, enforce_file_format=False
+        )
     (folder / "README").write_bytes(b"\x08\x00 not a dataset at all, though it starts like one")
     return folder
 

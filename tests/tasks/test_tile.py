@@ -118,3 +118,15 @@ def test_another_grid_into_the_same_output_is_refused(slides, tmp_path):
     tile_slides(slides[1:], tmp_path / "t.parquet", OPTIONS)
     with pytest.raises(ConfigError, match="tiled with other options"):
         tile_slides(slides, tmp_path / "t.parquet", TileOptions(mpp=0.5, tile_size=32))
+
+
+def test_the_cli_tiles_with_openslide_on_request_and_the_reader_is_not_part_of_the_grid(tmp_path):
+    slide = write_slide(tmp_path / "p.tiff", size=512, tissue=(128, 128, 384, 384), subifds=False)
+    args = ["tile", str(slide), "--out", str(tmp_path / "t.parquet"), "--tile-size", "64"]
+    result = CliRunner().invoke(app, [*args, "--slide-reader", "openslide"])
+    assert result.exit_code == 0, result.output
+    assert "4 tiles from 1 slides" in result.output
+    again = CliRunner().invoke(app, [*args, "--slide-reader", "tiffslide"])  # same grid: reused
+    assert again.exit_code == 0 and "(1 done earlier)" in again.output, again.output
+    wrong = CliRunner().invoke(app, [*args, "--slide-reader", "vips"])
+    assert wrong.exit_code == 2 and "--slide-reader 'vips'" in wrong.output

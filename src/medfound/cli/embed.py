@@ -56,6 +56,12 @@ def embed_command(
         "--slide-mpp",
         help="Whole slides: level-0 micrometres per pixel (over what slides state)",
     ),
+    slide_reader: str = typer.Option(
+        "auto",
+        "--slide-reader",
+        help="Whole slides: auto (tiffslide; OpenSlide for MIRAX and the like), tiffslide or "
+        "openslide",
+    ),
 ) -> None:
     """Embed images with a foundation model into a Parquet file, one row per image (per slice for
     volumes given to a 2D model, per tissue tile for whole slides)."""
@@ -78,6 +84,7 @@ def embed_command(
         tile_overlap=tile_overlap,
         min_tissue=min_tissue,
         slide_mpp=slide_mpp,
+        slide_reader=slide_reader,
     )
     summary = embed(
         [str(p) for p in inputs],

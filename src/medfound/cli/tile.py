@@ -24,13 +24,18 @@ def tile_command(
     slide_mpp: float | None = typer.Option(
         None, "--slide-mpp", help="Level-0 micrometres per pixel (over what slides state)"
     ),
+    slide_reader: str = typer.Option(
+        "auto",
+        "--slide-reader",
+        help="auto (tiffslide; OpenSlide for MIRAX and the like), tiffslide or openslide",
+    ),
 ) -> None:
     """Tile whole slides on their tissue: coordinates (Parquet) or tile PNGs, and a thumbnail
     per slide with the tissue and the grid drawn; resumable per slide."""
     from medfound.data.tiles import TileOptions
     from medfound.tasks.tile import tile_slides
 
-    options = TileOptions(mpp, tile_size, overlap, min_tissue, slide_mpp)
+    options = TileOptions(mpp, tile_size, overlap, min_tissue, slide_mpp, slide_reader)
     summary = tile_slides(slides, out, options)
     console.print(
         f"{summary.tiles} tiles from {summary.slides_done} slides "

@@ -78,11 +78,7 @@ def _group_dicom_series(files: list[Path], uids: UidPolicy) -> list[ImageSource]
     groups: dict[tuple[Path, str], list[Path]] = defaultdict(list)
     order: list[tuple[Path, str] | Path] = []
     for path in files:
-        uid = (
-            series_key(path)
-            if path.suffix.lower() in (".dcm", "") and is_dicom(path)
-            else None
-        )
+        uid = series_key(path) if path.suffix.lower() in (".dcm", "") and is_dicom(path) else None
         if uid is None:
             order.append(path)
             continue

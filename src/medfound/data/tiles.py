@@ -12,6 +12,7 @@ tile is kept when at least `min_tissue` of its footprint is tissue. Tiles are re
 pyramid level still at least as fine as `mpp`, then resized (bicubic, antialiased) to `tile_size`.
 """
 
+import dataclasses
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ from medfound.data.datasets import epoch_and_index
 from medfound.errors import ConfigError, ImageReadError, MedfoundError, skip_message
 from medfound.io.image import MedicalImage
 from medfound.io.presets import Preset, preprocess
-from medfound.io.slide import MAX_OVERVIEW_SIDE, Slide, is_slide, open_slide
+from medfound.io.slide import MAX_OVERVIEW_SIDE, Slide, check_reader, is_slide, open_slide
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ class TileOptions:
     overlap: float = 0.0
     min_tissue: float = 0.5
     slide_mpp: float | None = None  # overrides what slides state
+    reader: str = "auto"  # io/slide.py's SLIDE_READERS; not part of the grid
+
+    def grid(self) -> dict:
+        """What makes the tiles: every option but the reader (two readers read the same pixels)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "reader"}
 
     def validate(self) -> None:
         """Refuse impossible values by option name."""
@@ -64,6 +70,7 @@ class TileOptions:
             raise ConfigError(f"--min-tissue must lie in [0, 1], got {self.min_tissue}")
         if self.slide_mpp is not None and self.slide_mpp <= 0:
             raise ConfigError(f"--slide-mpp must be > 0, got {self.slide_mpp}")
+        check_reader(self.reader)
 
 
 @dataclass
@@ -196,7 +203,7 @@ def plan_slides(sources: list, options: TileOptions, problems: list, on_plan=Non
     plans = []
     for source in sources:
         try:
-            slide = open_slide(source.paths[0], options.slide_mpp)
+            slide = open_slide(source.paths[0], options.slide_mpp, options.reader)
             try:
                 plan = plan_tiles(slide, options)
             finally:
@@ -274,7 +281,9 @@ class SlideTileDataset(Dataset):
     def _slide(self, plan: SlideTiles) -> Slide:
         if self._pid != os.getpid():  # a forked worker: the parent's handles share file positions
             self._open, self._pid = {}, os.getpid()
-        slide = self._open.pop(plan.slide, None) or open_slide(plan.slide, self.options.slide_mpp)
+        slide = self._open.pop(plan.slide, None) or open_slide(
+            plan.slide, self.options.slide_mpp, self.options.reader
+        )
         self._open[plan.slide] = slide
         while len(self._open) > OPEN_SLIDES:  # thousands of slides: never thousands of files open
             self._open.pop(next(iter(self._open))).close()

@@ -1,8 +1,10 @@
 """Whole-slide images (Aperio SVS, Hamamatsu NDPI, Leica SCN, Ventana BIF, Philips and generic
-pyramidal TIFF) through tiffslide: pure Python on tifffile, so no system OpenSlide is needed
-(formats outside TIFF, such as MIRAX .mrxs, would need OpenSlide and are not read). Regions are read
-from any pyramid level in level-0 coordinates, as OpenSlide does, always as RGB uint8 (grayscale
-repeated, 16-bit scaled); every failure names the slide (and the region)."""
+pyramidal TIFF) through tiffslide: pure Python on tifffile, so no system OpenSlide is needed.
+Formats outside TIFF (MIRAX .mrxs, Hamamatsu .vms/.vmu, Sakura .svslide) are read through OpenSlide,
+an optional extra (`medfound[openslide]`), which can also be chosen for every slide (`reader`).
+Regions are read from any pyramid level in level-0 coordinates, always as RGB uint8 (grayscale
+repeated, other types scaled, transparent areas white as glass); every failure names the slide
+(and the region)."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from medfound._optional import require
-from medfound.errors import ImageReadError
+from medfound.errors import ConfigError, ImageReadError, MedfoundError
 
 # Suffixes that are always slides; .tif/.tiff are slides when pyramidal (several levels).
-SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif")
+OPENSLIDE_ONLY_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide")  # not TIFF: tiffslide cannot
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", *OPENSLIDE_ONLY_SUFFIXES)
+SLIDE_READERS = ("auto", "tiffslide", "openslide")
 # Stated resolutions outside this range are taken as missing: a generic TIFF tagged 72 dpi says
 # 352.8 um per pixel, which would make a tile a pixel wide.
 MPP_RANGE = (0.05, 20.0)
@@ -97,14 +101,57 @@ def as_rgb8(region: np.ndarray, value_range: tuple[float, float] | None = None) 
     return np.ascontiguousarray(region[..., :3])
 
 
-def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
-    """Open `path`; `mpp` (micrometres per level-0 pixel), when given, overrides what the file
-    states (a stated value outside MPP_RANGE counts as none). ImageReadError for an unreadable
-    slide, or one without a usable resolution and without `mpp`."""
+class _OpenSlideRegions:
+    """An OpenSlide handle that reads regions as arrays, as tiffslide's `as_array=True` does, its
+    transparent areas (outside a MIRAX scan's tiles) made white glass."""
+
+    def __init__(self, path: Path):
+        openslide = require("openslide", "openslide", f"reading {path.suffix} slides")
+        self.handle = openslide.OpenSlide(str(path))
+        self.dimensions = self.handle.dimensions
+        self.level_dimensions = self.handle.level_dimensions
+        self.level_downsamples = self.handle.level_downsamples
+        self.properties = {
+            "tiffslide.mpp-x": self.handle.properties.get("openslide.mpp-x"),
+        }
+
+    def read_region(self, xy, level: int, size, as_array: bool = True) -> np.ndarray:
+        rgba = np.asarray(self.handle.read_region(xy, level, size))
+        alpha = rgba[..., 3:].astype(np.float32) / 255.0
+        rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return np.round(rgb).astype(np.uint8)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def check_reader(reader: str) -> None:
+    """Refuse a reader name other than SLIDE_READERS'."""
+    if reader not in SLIDE_READERS:
+        raise ConfigError(f"--slide-reader {reader!r}: choose one of {', '.join(SLIDE_READERS)}")
+
+
+def _handle(path: Path, reader: str):
+    """The slide's reader handle: OpenSlide when asked, or (auto) for the formats only it reads."""
+    check_reader(reader)
+    if reader == "openslide" or (
+        reader == "auto" and path.suffix.lower() in OPENSLIDE_ONLY_SUFFIXES
+    ):
+        return _OpenSlideRegions(path)
+    if path.suffix.lower() in OPENSLIDE_ONLY_SUFFIXES:
+        raise ConfigError(f"{path}: tiffslide cannot read {path.suffix} slides; use openslide")
     tiffslide = require("tiffslide", None, "whole-slide images")
+    return tiffslide.TiffSlide(str(path))
+
+
+def open_slide(path: str | Path, mpp: float | None = None, reader: str = "auto") -> Slide:
+    """Open `path` with `reader` (auto: tiffslide, or OpenSlide for the formats only it reads);
+    `mpp` (micrometres per level-0 pixel), when given, overrides what the file states (a stated
+    value outside MPP_RANGE counts as none). ImageReadError for an unreadable slide, or one
+    without a usable resolution and without `mpp`."""
     path = Path(path)
     try:
-        handle = tiffslide.TiffSlide(str(path))
+        handle = _handle(path, reader)
         dimensions = tuple(handle.dimensions)
         levels = tuple(tuple(d) for d in handle.level_dimensions)
         downsamples = tuple(float(d) for d in handle.level_downsamples)
@@ -118,6 +165,8 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
                 handle.read_region((0, 0), len(levels) - 1, levels[-1], as_array=True)
             )
             value_range = _value_range(smallest)
+    except MedfoundError:  # a missing extra, a reader that cannot read this format: as it says
+        raise
     except Exception as exc:
         raise ImageReadError(f"{path}: not a readable slide ({type(exc).__name__}: {exc})") from exc
     stated = float(stated) if stated else None

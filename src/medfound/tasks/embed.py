@@ -10,7 +10,6 @@ another folder or with absolute paths finds what is done. DICOM UIDs appear as k
 """
 
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -62,6 +61,7 @@ class EmbedOptions:
     tile_overlap: float = 0.0
     min_tissue: float = 0.5
     slide_mpp: float | None = None  # level-0 um/px over what slides state
+    slide_reader: str = "auto"  # auto, tiffslide or openslide (io/slide.py)
     progress: bool = True
 
     def validate(self) -> None:
@@ -144,7 +144,7 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     }
     if card.spatial_dims == 2:  # which slices of a volume and which tiles of a slide are rows
         identity["slices"] = {"mode": options.slices, "axis": options.slice_axis}
-        identity["tiles"] = dataclasses.asdict(_tile_options(options, card))
+        identity["tiles"] = _tile_options(options, card).grid()
     metadata = {"medfound_card": card.to_json(), "medfound_preset": preset.to_json()}
     writer = ResumableParquetWriter(out, identity, _schema(options.pool, metadata), ctx.rank)
     started = time.perf_counter()
@@ -230,6 +230,7 @@ def _tile_options(options: EmbedOptions, card) -> TileOptions:
         overlap=options.tile_overlap,
         min_tissue=options.min_tissue,
         slide_mpp=options.slide_mpp,
+        reader=options.slide_reader,
     )
 
 

@@ -132,6 +132,7 @@ def _tile_options(config: SimCLRConfig, size: int) -> TileOptions:
         tile_size=size,
         min_tissue=config.min_tissue,
         slide_mpp=config.slide_mpp,
+        reader=config.slide_reader,
     )
 
 

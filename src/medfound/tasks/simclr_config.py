@@ -39,6 +39,9 @@ class SimCLRConfig(LoopConfig):
     slide_mpp: float | None = setting(
         None, "Whole slides in data: level-0 um/px (over what they state)"
     )
+    slide_reader: Literal["auto", "tiffslide", "openslide"] = setting(
+        "auto", "Whole slides in data: auto (tiffslide; OpenSlide for MIRAX and the like), or one"
+    )
 
     def validate(self) -> None:
         """The loop's checks plus SimCLR's."""

@@ -12,7 +12,6 @@ unreadable tile is reported and the rest of its slide is written.
 """
 
 import csv
-import dataclasses
 import hashlib
 import json
 import logging
@@ -63,7 +62,7 @@ def tile_slides(slides: list[str | Path], out: str | Path, options: TileOptions)
             summary.slides_reused += 1
             continue
         try:
-            slide = open_slide(slide_path, options.slide_mpp)
+            slide = open_slide(slide_path, options.slide_mpp, options.reader)
         except ImageReadError as exc:
             log.warning("skipped %s", skip_message(str(slide_path), str(exc)))
             summary.skipped.append((str(slide_path), str(exc)))
@@ -96,7 +95,7 @@ def _claim(parts: Path, options: TileOptions) -> None:
     """Record the grid's options beside the slides' parts, or refuse other options there: slides
     tiled on two grids must not end up in one output."""
     record = parts / OPTIONS_FILE
-    wanted = dataclasses.asdict(options)
+    wanted = options.grid()
     if record.is_file():
         found = json.loads(record.read_text())
         if found != wanted:
