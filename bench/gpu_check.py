@@ -89,7 +89,7 @@ class Report:
 def _pretrain_args(data: Path, run: Path, device: str, steps: int, *extra: str) -> list[str]:
     return [
         "pretrain", "simclr", "--data", str(data), "--out", str(run), "--model", TINY_MODEL,
-        "--batch-size", "16", "--image-size", "64", "--max-steps", str(steps),
+        "--init", "random", "--batch-size", "16", "--image-size", "64", "--max-steps", str(steps),
         "--warmup-epochs", "0", "--log-every", "1", "--device", device, "--workers", "2",
         "--no-progress", *extra,
     ]  # fmt: skip

@@ -94,6 +94,8 @@ def medfound_rate(
             "model": "bit-m-r50x1",
             "batch_size": batch,
             "image_size": size,
+            "init": "random",
+            "head_layers": 3,  # as the lightly side's SimCLRProjectionHead(num_layers=3)
             "max_steps": warmup + steps,
             "warmup_epochs": 0.0,
             "precision": precision,

@@ -103,6 +103,10 @@ USER_ERRORS = {
         "--format must be one of ('onnx', 'torchscript', 'safetensors'), got 'zip'",
     ),
     "config value": ([*SIMCLR, "--temperature", "0"], "temperature must be > 0, got 0.0"),
+    "no start named": (
+        [*SIMCLR, "-m", "timm:test_resnet"],
+        "or say --init random to pretrain from a random initialisation on purpose",
+    ),
     "config file": (
         [*SIMCLR, "--config", "{tmp}/typo.yaml"],
         "typo.yaml: unknown field(s) ['temprature']",

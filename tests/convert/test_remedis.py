@@ -35,7 +35,7 @@ def graph_model(tmp_path_factory, values):
 
 
 def _assert_close(ours, theirs):
-    assert relative_error(ours, theirs) < 1e-3  # max |diff| over mean |embedding|
+    assert relative_error(ours, theirs) < 4e-4  # max |diff| over mean |embedding|: 1e-4-1.8e-4
 
 
 def test_object_graph_names_are_recovered(object_model):

@@ -91,8 +91,9 @@ def test_the_acquisition_axis_is_the_thickest_and_can_be_chosen():
 
 
 def test_training_draws_one_slice_of_a_volume_per_visit_and_the_same_again_on_resume(tmp_path):
-    from medfound.data.datasets import SliceSampledImageDataset
+    from medfound.data.crops import CropSpec
     from medfound.data.sources import collect_sources
+    from medfound.data.view_pairs import ViewPairDataset
     from medfound.io import get_preset
     from tests.factories import write_nifti, write_png
 
@@ -100,17 +101,16 @@ def test_training_draws_one_slice_of_a_volume_per_visit_and_the_same_again_on_re
     write_nifti(tmp_path / "v.nii.gz", volume, spacing=(1.0, 1.0, 3.0))
     write_png(tmp_path / "i.png", np.full((10, 12), 200, np.uint8))
     sources, _ = collect_sources([tmp_path])
-    dataset = SliceSampledImageDataset(
-        sources, get_preset("path", size=16), seed=3, spatial_dims=2, channels=3, native_size=16
-    )
+    full = CropSpec(16, scale=(1.0, 1.0), ratio=(0.5, 2.0))  # the whole slice: slices tell apart
+    dataset = ViewPairDataset(sources, get_preset("path", size=16), full, seed=3)
     assert dataset.keyed_by_epoch
     v = [s.id for s in sources].index(str((tmp_path / "v.nii.gz").resolve()))
     drawn = [dataset[(epoch, v)]["tensor"] for epoch in range(8)]
-    assert all(t.shape == (3, 16, 16) for t in drawn)
+    assert all(t.shape == (2, 3, 16, 16) for t in drawn)
     assert len({round(float(t.mean()), 5) for t in drawn}) >= 4  # other slices in other epochs
     assert torch.equal(dataset[(5, v)]["tensor"], drawn[5])  # a resumed run draws the same
     image = dataset[(0, 1 - v)]
-    assert image["tensor"].shape == (3, 16, 16) and "group" not in image
+    assert image["tensor"].shape == (2, 3, 16, 16) and image["group"]
 
 
 def test_a_draw_picks_only_among_the_chosen_slices():

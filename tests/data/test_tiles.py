@@ -192,6 +192,23 @@ def test_a_grayscale_12_bit_slide_finds_its_tissue_and_reads_every_tile_on_one_s
     np.testing.assert_array_equal(wider[:64, :64], glass)
 
 
+def test_a_slide_range_is_found_once_and_carried_by_its_plan(tmp_path, monkeypatch):
+    from medfound.io import slide as slide_module
+
+    path = write_slide(tmp_path / "gray.tiff", size=512, tissue=(128, 128, 384, 384), gray12=True)
+    found = []
+    real = slide_module._value_range
+    monkeypatch.setattr(slide_module, "_value_range", lambda v: found.append(1) or real(v))
+    options = TileOptions(mpp=0.5, tile_size=64)
+    plan = plan_tiles(open_slide(path), options)
+    assert len(found) == 1 and plan.value_range is not None
+    shape = {"spatial_dims": 2, "channels": 3, "native_size": 64}
+    dataset = SlideTileDataset([plan], get_preset("path", size=64), options, **shape)
+    first = dataset[0]["tensor"]
+    assert len(found) == 1  # the dataset reopened the slide with the plan's range
+    assert float(first.mean()) > 0.2  # and scaled it: 12-bit tissue is not near black
+
+
 def test_gray_tissue_is_found_on_dark_and_on_bright_backgrounds_and_not_on_flat_glass():
     from medfound.data.tiles import tissue_mask
 
@@ -205,6 +222,15 @@ def test_gray_tissue_is_found_on_dark_and_on_bright_backgrounds_and_not_on_flat_
         assert mask[30:70, 30:70].all() and mask.sum() == 40 * 40
     flat = np.repeat(rng.integers(230, 240, (100, 100)).astype(np.uint8)[..., None], 3, axis=-1)
     assert not tissue_mask(flat).any()
+    # gray stored as JPEG RGB: the channels differ by a level or two
+    noisy = np.clip(bright_glass.astype(int) + rng.integers(-2, 3, bright_glass.shape), 0, 255)
+    mask = tissue_mask(noisy.astype(np.uint8))
+    assert mask[30:70, 30:70].all() and mask.sum() == 40 * 40
+    # unscanned areas padded with black around bright glass: padding is neither tissue nor glass
+    padded = bright_glass.copy()
+    padded[:, :15] = padded[:, 85:] = padded[:10] = 0
+    mask = tissue_mask(padded)
+    assert mask[30:70, 30:70].all() and mask.sum() == 40 * 40
 
 
 def test_openslide_reads_the_same_plan_and_tiles_as_tiffslide(tmp_path):
@@ -235,11 +261,16 @@ def test_transparent_openslide_areas_are_white_glass():
             return rgba
 
     regions = _OpenSlideRegions.__new__(_OpenSlideRegions)
-    regions.handle = Fake()
+    regions.handle, regions.background = Fake(), np.full(3, 255.0, np.float32)
     out = regions.read_region((0, 0), 0, (3, 1))
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out[0, :2], [[255, 255, 255], [200, 100, 50]])
     np.testing.assert_array_equal(out[0, 2], [227, 177, 152])  # 200 * 128/255 + 255 * 127/255
+    from medfound.io.slide import _hex_colour
+
+    regions.background = _hex_colour("102030")  # a stated background colour fills instead
+    np.testing.assert_array_equal(regions.read_region((0, 0), 0, (3, 1))[0, 0], [16, 32, 48])
+    np.testing.assert_array_equal(_hex_colour("zz"), [255, 255, 255])
 
 
 def test_formats_only_openslide_reads_say_what_to_install_or_choose(tmp_path, monkeypatch):
@@ -262,3 +293,16 @@ def test_formats_only_openslide_reads_say_what_to_install_or_choose(tmp_path, mo
     monkeypatch.setattr(slide_module, "require", missing)
     with pytest.raises(MissingDependencyError, match=r"reading \.mrxs slides.*\[openslide\]"):
         open_slide(mrxs)
+
+
+def test_the_jpeg_parts_of_a_hamamatsu_vms_are_not_images_of_their_own(tmp_path):
+    from medfound.data.sources import collect_sources
+
+    (tmp_path / "scan.vms").write_text(
+        "[Virtual Microscope Specimen]\nNoLayers=1\nImageFile=scan.jpg\nImageFile(1,0)=scan_1.jpg\n"
+        "MapFile=scan_map.jpg\nOptimisationFile=scan.opt\n"
+    )
+    for name in ("scan.jpg", "scan_1.jpg", "scan_map.jpg", "other.jpg"):
+        write_png(tmp_path / name, np.zeros((4, 4), np.uint8))
+    sources, _ = collect_sources([tmp_path])
+    assert sorted(s.paths[0].name for s in sources) == ["other.jpg", "scan.vms"]

@@ -30,6 +30,29 @@ def test_norms_and_biases_are_excluded():
     assert excluded["weight_decay"] == 0.0 and excluded["exclude"]
 
 
+def test_the_remedis_rule_decays_and_adapts_groupnorm_as_its_name_regexes_did():
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.GroupNorm(4, 8), nn.BatchNorm2d(8), nn.Linear(8, 2)
+    )
+    model.append(model[3])  # a shared layer is grouped once
+    decayed, excluded = parameter_groups(model, 1e-6, exclude="remedis")
+    conv, gn, bn, linear = model[:4]
+    assert {id(p) for p in decayed["params"]} == {
+        id(conv.weight),
+        id(gn.weight),
+        id(gn.bias),
+        id(linear.weight),
+    }
+    assert {id(p) for p in excluded["params"]} == {
+        id(conv.bias),
+        id(bn.weight),
+        id(bn.bias),
+        id(linear.bias),
+    }
+    with pytest.raises(ConfigError, match="lars_exclude must be one of remedis, norms"):
+        parameter_groups(model, 1e-6, exclude="bn")
+
+
 def test_lars_updates():
     w = nn.Parameter(torch.tensor([3.0, 4.0]))  # ||w|| = 5
     b = nn.Parameter(torch.tensor([1.0]))

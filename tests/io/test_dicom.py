@@ -273,7 +273,7 @@ def test_a_dicom_whole_slide_image_or_a_huge_file_is_refused_before_decoding(tmp
         read_image(huge)
 
 
-def test_pixel_bytes_are_read_only_once_the_size_checks_pass(tmp_path):
+def test_large_pixel_data_stays_on_disk_until_the_size_checks_pass(tmp_path):
     from medfound.io.dicom import _read_dataset
 
     big = write_dicom(tmp_path / "big.dcm", np.ones((1024, 1024), np.uint16))
@@ -282,19 +282,35 @@ def test_pixel_bytes_are_read_only_once_the_size_checks_pass(tmp_path):
     assert read_image(big).array.shape == (1, 1024, 1024)
 
 
-def test_a_series_too_large_to_read_whole_is_refused_before_any_slice_is_decoded(
-    tmp_path, monkeypatch
-):
+def test_a_series_is_checked_from_its_headers_before_any_slice_is_read(tmp_path, monkeypatch):
     from medfound.io import dicom
 
     paths = [
         write_dicom(tmp_path / f"s{k}.dcm", np.ones((5, 7), np.uint16), InstanceNumber=k)
         for k in range(3)
     ]
+    reads = []
+    real = dicom._read_dataset
+    monkeypatch.setattr(
+        dicom,
+        "_read_dataset",
+        lambda p, header_only=False: reads.append(header_only) or real(p, header_only),
+    )
     monkeypatch.setattr(dicom, "_MAX_VALUES", 3 * 5 * 7 - 1)
-    monkeypatch.setattr(dicom, "_decode_pixels", lambda *a: pytest.fail("decoded"))
     with pytest.raises(ImageReadError, match="series-x: 105 pixel values"):
         dicom.read_dicom_series(paths, "series-x")
+    assert reads == [True, True, True]  # headers only
+    monkeypatch.setattr(dicom, "_MAX_VALUES", 3 * 5 * 7)
+    reads.clear()
+    assert dicom.read_dicom_series(paths, "series-x").array.shape == (1, 7, 5, 3)
+    assert reads == [True] * 3 + [False] * 3
+    whole_slide = write_dicom(
+        tmp_path / "wsi.dcm",
+        np.ones((5, 7), np.uint16),
+        SOPClassUID="1.2.840.10008.5.1.4.1.1.77.1.6",
+    )
+    with pytest.raises(ImageReadError, match="whole-slide image"):
+        dicom.read_dicom_series([*paths, whole_slide], "series-x")
 
 
 def test_frames_rescaled_differently_are_windowed_into_one_range(tmp_path):

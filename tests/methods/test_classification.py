@@ -1,6 +1,8 @@
 """Fine-tuning for classification: freezing by block, the zero-initialised head, the masked loss,
 the on-device augmentation, and the exported classifier file."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -218,6 +220,24 @@ def test_flip_and_crop_crops_inside_the_image_in_3d():
     spans = out.amax(dim=(1, 2, 3, 4)) - out.amin(dim=(1, 2, 3, 4))
     assert (spans < 0.99).any()  # some crops are smaller than the whole ramp
     assert not torch.equal(out[0], out[1])
+
+
+def test_fine_tuning_rotation_turns_every_image_within_the_range_and_only_in_2d():
+    # a bright dot right of the centre: after a rotation by a, it lies at angle a from the x axis
+    images = torch.zeros(64, 1, 65, 65)
+    images[:, :, 32, 52] = 1.0
+    out = flip_and_crop(
+        images, torch.Generator().manual_seed(1), min_scale=1.0, flip_axes=(), rotation_degrees=30
+    )
+    angles = []
+    for picture in out[:, 0]:
+        y, x = divmod(int(picture.argmax()), 65)
+        angles.append(math.degrees(math.atan2(32.0 - y, x - 32.0)))
+    assert max(abs(a) for a in angles) <= 31  # never beyond the range
+    assert min(abs(a) for a in angles) < 8 and max(abs(a) for a in angles) > 22
+    assert sum(a > 2 for a in angles) > 15 and sum(a < -2 for a in angles) > 15  # both ways
+    with pytest.raises(ValueError, match="2D images only"):
+        flip_and_crop(torch.zeros(1, 1, 4, 4, 4), torch.Generator(), rotation_degrees=10)
 
 
 def test_the_exported_classifier_loads_back_identically(tmp_path):

@@ -8,8 +8,9 @@ def test_simclr_v2_head_layout():
     x = torch.randn(8, 64)
     assert head(x).shape == (8, 16)
     assert head(x, upto=1).shape == (8, 64) and torch.equal(head(x, upto=0), x)
-    last_linear, last_norm = head.blocks[-1][0], head.blocks[-1][1]
-    assert last_linear.bias is None and not last_norm.bias.requires_grad
+    last_norm = head.blocks[-1][1]
+    assert all(block[0].bias is None for block in head.blocks)  # BatchNorm follows every layer
+    assert not last_norm.bias.requires_grad
     assert torch.all(head(x, upto=2) >= 0)  # hidden layers end in ReLU
 
 

@@ -81,13 +81,13 @@ def test_recorded_parameters_replay_the_seeded_views_without_a_seed(preset):
     assert torch.equal(torch.random.get_rng_state(), state)  # and a replay draws nothing
     expected = ["crop", "flip", "color", "grayscale", "blur"]
     if preset == "cxr":
-        expected = ["equalize", "elastic", "rotation", *expected]
+        expected = ["equalize", "elastic", *expected]  # REMEDIS never rotated in pretraining
     assert list(params.steps) == expected
 
 
 def test_parameters_are_drawn_per_view_and_drive_the_replay():
     images = _images(n=3, side=40)
-    config = preset_views("cxr", image_size=32, rotation_p=1.0)
+    config = preset_views("cxr", image_size=32, rotation_degrees=20.0)
     aug = SimCLRViews(config)
     views, params = aug(images, seed=0, return_params=True)
     n = 2 * images.shape[0]  # views: [view-1; view-2]
@@ -140,6 +140,7 @@ INVALID = [
     ("elastic_p", -1),
     ("elastic_alpha", -0.5),
     ("elastic_sigma", 0.0),
+    ("crop_in_worker", "yes"),
 ]
 
 
@@ -164,3 +165,16 @@ def test_boundary_values_are_accepted_and_pairs_stored_as_tuples():
         image_size=16, flip_p=0.0, blur_p=1.0, crop_scale=[1, 1], rotation_degrees=0.0
     )
     assert config.crop_scale == (1.0, 1.0) and config == dataclasses.replace(config)
+
+
+def test_pairs_cropped_in_the_workers_are_laid_out_as_views_and_not_cropped_again():
+    config = ViewConfig(
+        image_size=16, flip_p=0.0, color_p=0.0, grayscale_p=0.0, blur_p=0.0, crop_in_worker=True
+    )
+    aug = SimCLRViews(config)
+    assert "crop" not in aug.steps
+    pairs = torch.rand(6, 3, 16, 16)  # image 0's two crops, image 1's, image 2's
+    views = aug(pairs, seed=0)
+    torch.testing.assert_close(views, torch.cat([pairs[0::2], pairs[1::2]]))  # [view-1; view-2]
+    with pytest.raises(ValueError, match="come in twos"):
+        aug(pairs[:5], seed=0)

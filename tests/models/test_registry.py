@@ -109,3 +109,20 @@ def test_unknown_names():
         get_card("timm:no_such_net")
     with pytest.raises(UnknownModelError, match="monai:unet is not supported"):
         get_card("monai:unet")
+
+
+def test_bit_standardises_weights_as_the_originals_do_even_when_they_vary_little():
+    from timm.layers import StdConv2d
+
+    model = build_model(get_card("resnetv2_50x1_bit.remedis_cxr_m"))
+    convs = [m for m in model.modules() if isinstance(m, StdConv2d)]
+    assert convs and all(m.eps == 1e-10 for m in convs)  # BiT's TF2/JAX/PyTorch value
+    conv = convs[1]
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn_like(conv.weight) * 1e-4)  # variance 1e-8
+        x = torch.randn(1, conv.in_channels, 6, 6)
+        tiny = conv(x)
+        conv.weight.mul_(1e4)  # standardisation makes the scale of the weights irrelevant
+        torch.testing.assert_close(tiny, conv(x), rtol=0.02, atol=1e-3)  # 1e-8: 41% off
+    other = build_model(get_card("timm:resnet18"))
+    assert not any(isinstance(m, StdConv2d) for m in other.modules())

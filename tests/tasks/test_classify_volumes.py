@@ -118,3 +118,27 @@ def test_predict_scores_a_volume_by_the_mean_over_its_slices(run, volumes, tmp_p
         expected = _mean_over_slices(out, path, slices or "each")
         got = [float(row[c]) for c in ("clear", "lesion")]
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_validation_holds_one_volume_at_a_time_and_scores_it_by_its_slices(volumes):
+    from medfound.engine.distributed import DistContext
+    from medfound.engine.validation import Validator
+    from medfound.methods.classification import ClassificationMethod, Classifier
+    from medfound.models import load_model
+    from medfound.tasks.classify_config import ClassifyConfig
+
+    table = read_label_csv(volumes)
+    preset = get_preset("path", size=32)
+    dataset = LabelledImageDataset(table, range(6), preset, slices="each", **SHAPE)
+    assert dataset.holds_volumes
+    assert not LabelledImageDataset(table, range(6), preset, **SHAPE).holds_volumes  # no slicing
+    encoder = load_model("timm:resnet10t", random_init=True)
+    method = ClassificationMethod(Classifier(encoder, 2), "multiclass", ("clear", "lesion"))
+    config = ClassifyConfig(data="x", model="m", init="random", workers=0, device="cpu")
+    validator = Validator(method, dataset, config, DistContext(), torch.device("cpu"), items=4)
+    assert [len(chunk) for chunk in validator.loader.batch_sampler.chunks] == [1] * 6
+    seen = []
+    real = method.predict
+    method.predict = lambda model, images: seen.append(len(images)) or real(model, images)
+    auc = validator(method.model)
+    assert 0 <= auc <= 1 and seen == [4, 1] * 6  # 5 slices in forwards of at most 4, per volume

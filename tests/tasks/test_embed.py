@@ -515,7 +515,9 @@ def test_volume_items_are_loaded_one_at_a_time_and_joined_into_model_batches():
         }
 
     loader = [batch(3), batch(0, [("bad", "why")]), batch(1), batch(5), batch(2)]
-    joined = list(embed_module._rebatched(iter(loader), 4))
+    from medfound.tasks.inference import rebatched
+
+    joined = list(rebatched(iter(loader), 4))
     assert [b["tensor"].shape[0] for b in joined] == [4, 5, 2]
     assert joined[0]["errors"] == [("bad", "why")]
     assert [i["source"] for b in joined for i in b["items"]] == ["3-0", "1-0", "5-0", "2-0"]

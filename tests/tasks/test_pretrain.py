@@ -24,6 +24,7 @@ from tests.factories import tissue_tiles
 
 TINY = {
     "model": "timm:test_resnet",
+    "init": "random",
     "batch_size": 8,
     "image_size": 32,
     "warmup_epochs": 1.0,
@@ -54,7 +55,7 @@ def _cli(*args: str) -> list[str]:
 def _cli_args(tiles, run, *extra: str) -> list[str]:
     return _cli(
         "pretrain", "simclr", "--data", str(tiles), "--model", "timm:test_resnet", "--out",
-        str(run), "--batch-size", "8", "--image-size", "32", "--warmup-epochs", "1",
+        str(run), "--init", "random", "--batch-size", "8", "--image-size", "32", "--warmup-epochs", "1",
         "--device", "cpu", "--log-every", "1", *extra,
     )  # fmt: skip
 
@@ -327,26 +328,26 @@ def test_whole_slides_pretrain_on_random_tissue_tiles(tmp_path, caplog):
 
 PLAN_ON_RANKS = """
 import json, os, sys
-from medfound.data import collect_sources, tiles
-from medfound.data.tiles import TileOptions
-from medfound.tasks import pretrain
-from medfound.tasks.simclr_config import SimCLRConfig
+from medfound.data import tiles
 
 planned = []
 real = tiles.plan_tiles
 tiles.plan_tiles = lambda slide, options: planned.append(slide.path.name) or real(slide, options)
-sources, _ = collect_sources([sys.argv[1]])
-problems = []
-plans = pretrain._plan_across_ranks(
-    sources, TileOptions(mpp=1.0, tile_size=32), problems, SimCLRConfig(device="cpu")
-)
-out = {"planned": planned, "plans": [p.slide.name for p in plans], "problems": problems}
+from medfound.tasks.pretrain import pretrain_simclr
+
+overrides = {
+    "data": [sys.argv[1]], "model": "timm:test_resnet", "init": "random", "batch_size": 4,
+    "image_size": 32, "max_steps": 2, "tile_mpp": 1.0, "tiles_per_slide": 2, "device": "cpu",
+    "workers": 0, "progress": False, "tensorboard": False, "warmup_epochs": 0.0,
+}
+summary = pretrain_simclr(os.path.join(sys.argv[2], "run"), overrides=overrides)
+out = {"planned": planned, "step": summary.step, "skipped": sorted(summary.skipped)}
 with open(os.path.join(sys.argv[2], os.environ["RANK"] + ".json"), "w") as fh:
     json.dump(out, fh)
 """
 
 
-def test_two_ranks_plan_each_slide_once_and_both_get_every_plan_in_order(tmp_path):
+def test_two_ranks_plan_each_slide_once_then_train_on_every_plan(tmp_path):
     from tests.distributed import torchrun
     from tests.factories import write_slide
 
@@ -361,6 +362,65 @@ def test_two_ranks_plan_each_slide_once_and_both_get_every_plan_in_order(tmp_pat
     ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
     planned = ranks[0]["planned"] + ranks[1]["planned"]
     assert sorted(planned) == ["a.tiff", "b.tiff", "c.tiff", "glass.tiff"]  # each once
-    for rank in ranks:
-        assert rank["plans"] == ["a.tiff", "b.tiff", "c.tiff"]  # the glass has no tissue
-        assert [Path(p).name for p, _ in rank["problems"]] == ["glass.tiff"]
+    for rank in ranks:  # both trained (one process group throughout), and both know the glass
+        assert rank["step"] == 2
+        assert [Path(p).name for p in rank["skipped"]] == ["glass.tiff"]
+    assert (tmp_path / "run" / "encoder.safetensors").is_file()
+
+
+def test_micle_from_a_patient_csv_pairs_two_files_of_one_patient(tiles, tmp_path, monkeypatch):
+    from medfound.data.view_pairs import ViewPairDataset
+
+    paths = sorted(tiles.glob("*.png"))
+    patient = {p: f"P{i // 4}" for i, p in enumerate(paths)}  # 8 patients of 4 tiles
+    rows = ["path,patient", *(f"{p},{patient[p]}" for p in paths)]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    pairs = []
+    real = ViewPairDataset.__getitem__
+    monkeypatch.setattr(
+        ViewPairDataset, "__getitem__", lambda self, key: pairs.append(real(self, key)) or pairs[-1]
+    )
+    overrides = {**TINY, "data": [str(tmp_path / "data.csv")], "max_steps": 2, "workers": 0}
+    summary = pretrain_simclr(tmp_path / "run", overrides={**overrides, "micle_p": 1.0})
+    assert summary.step == 2 and summary.images == 2 * 8  # a batch of 8 patients
+    assert len(pairs) == 16
+    by_path = {str(p.resolve()): patient[p] for p in paths}
+    for item in pairs:
+        a, b = item["pair"]
+        assert a != b and by_path[a] == by_path[b]  # two files, one patient
+    batch = [by_path[item["pair"][0]] for item in pairs[:8]]
+    assert len(set(batch)) == 8  # never one patient twice in a batch
+    (tmp_path / "plain.csv").write_text("path\n" + "\n".join(map(str, paths)) + "\n")
+    with pytest.raises(ConfigError, match="MICLe needs a 'patient' or 'study' column"):
+        pretrain_simclr(
+            tmp_path / "r2",
+            overrides={**overrides, "data": [str(tmp_path / "plain.csv")], "micle_p": 0.5},
+        )
+
+
+def _eval_csv(tiles, path, label=lambda p: p.name.split("-")[0]) -> Path:
+    rows = ["path,label,patient"]
+    rows += [f"{p},{label(p)},{p.stem}" for p in sorted(tiles.glob("*.png"))]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_the_encoder_is_probed_while_it_pretrains(tiles, tmp_path, caplog):
+    assert {p.name.split("-")[0] for p in tiles.glob("*.png")} == {"ihc", "retina"}
+    eval_data = _eval_csv(tiles, tmp_path / "eval.csv")
+    overrides = {**TINY, "data": [str(tiles)], "max_steps": 4, "workers": 0}
+    overrides |= {"eval_data": str(eval_data), "validate_every": 2}
+    with caplog.at_level("INFO"):
+        summary = pretrain_simclr(tmp_path / "run", overrides=overrides)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").open()]
+    assert [r["step"] for r in rows] == [2, 4]
+    for row in rows:
+        names = {"val_knn_auc", "val_linear_auc", "val_knn_accuracy", "val_linear_accuracy"}
+        assert names <= set(row)
+        assert row["val_knn_auc"] > 0.9  # immunohistochemistry against fundus: any encoder tells
+        assert 0 <= row["val_linear_accuracy"] <= 1
+    assert summary.best_step in (2, 4)
+    assert any("knn_auc" in r.message and "linear_auc" in r.message for r in caplog.records)
+    one_class = _eval_csv(tiles, tmp_path / "one.csv", label=lambda p: "tissue")
+    with pytest.raises(ConfigError, match=r"one\.csv: the train half of its 32 patients"):
+        pretrain_simclr(tmp_path / "r2", overrides={**overrides, "eval_data": str(one_class)})

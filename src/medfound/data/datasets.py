@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medfound.data.slices import draw_seed, slice_tensors, wants_slices
+from medfound.data.slices import slice_tensors, wants_slices
 from medfound.data.sources import ImageSource
 from medfound.errors import MedfoundError
 from medfound.io.presets import Preset, preprocess, resolve_auto
@@ -81,23 +81,6 @@ class ImageDataset(Dataset):
 
     def _prepare(self, image) -> torch.Tensor:
         return preprocess(image, self.preset, **self.shape_args)
-
-
-class SliceSampledImageDataset(ImageDataset):
-    """An ImageDataset for training 2D models: a volume gives one slice per visit, drawn from all
-    its slices by (seed, epoch, index) (the engine's sampler passes those keys), so every item is
-    one sample, a batch keeps its size, and over the epochs a volume shows all its slices; a
-    resumed run draws the same slices. Images are as in ImageDataset."""
-
-    keyed_by_epoch = True
-
-    def __init__(self, sources: list[ImageSource], preset: Preset, *, seed: int = 0, **shape):
-        super().__init__(sources, preset, **shape)
-        self.seed = seed
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        epoch, index = epoch_and_index(key)
-        return drawn_sample(self._item(index, ("draw", draw_seed(self.seed, epoch, index))))
 
 
 def drawn_sample(item: dict) -> dict:

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from medfound.data.datasets import drawn_sample, epoch_and_index
 from medfound.data.labels import LabelTable
 from medfound.data.slices import draw_seed, slice_tensors, wants_slices
+from medfound.data.sources import path_may_be_volume
 from medfound.errors import MedfoundError
 from medfound.io.presets import Preset, preprocess
 
@@ -44,6 +45,12 @@ class LabelledImageDataset(Dataset):
         self.indices = np.asarray(indices, dtype=np.int64)
         if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= len(table)):
             raise IndexError(f"indices outside the table's {len(table)} items")
+        # items may be whole volumes read as slices: loaders should then take one item at a time
+        self.holds_volumes = (
+            slices is not None
+            and spatial_dims == 2
+            and any(path_may_be_volume(table.images.item_id(int(i))) for i in self.indices)
+        )
         self.preset = preset
         self.shape_args = {
             "spatial_dims": spatial_dims,
@@ -109,3 +116,26 @@ class SliceSampledLabelledDataset(LabelledImageDataset):
         return drawn_sample(
             self._item(index, ("draw", draw_seed(self.seed, epoch, index), self.slices))
         )
+
+
+class IndexedTargets(Dataset):
+    """A labelled dataset whose targets carry their item's index as a last column (float32): a
+    scorer that sees only outputs and targets then knows which items (and so which patients) they
+    were, unreadable items skipped or not."""
+
+    def __init__(self, dataset: LabelledImageDataset):
+        self.dataset = dataset
+        self.holds_volumes = dataset.holds_volumes
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.dataset[index]
+        if "target" in item:
+            target = item["target"].float()
+            rows = target.shape[0] if item.get("group") else None  # a sliced volume's (1, ...)
+            flat = target.reshape(rows or 1, -1)
+            tagged = torch.cat([flat, torch.full((len(flat), 1), float(index))], dim=1)
+            item["target"] = tagged if rows else tagged[0]
+        return item

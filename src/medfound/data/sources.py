@@ -9,6 +9,7 @@ from pathlib import Path
 from medfound.errors import ConfigError
 from medfound.io.dicom import is_dicom, series_key
 from medfound.io.readers import is_supported
+from medfound.io.slide import slide_companions
 from medfound.privacy import UidPolicy, uid_policy
 
 
@@ -59,7 +60,9 @@ def collect_sources(
             files.append(path)  # the reader reports it if missing or unreadable
         else:
             problems.append((str(path), "no such file or folder"))
-    unique = list(dict.fromkeys(files))
+    # the JPEG parts of a Hamamatsu .vms are read through it, not as images of their own
+    parts = {part for path in files for part in slide_companions(path)}
+    unique = [path for path in dict.fromkeys(files) if path not in parts]
     if not group_series:
         return [ImageSource(str(p), (p,)) for p in unique], problems
     return _group_dicom_series(unique, uids or uid_policy()), problems
@@ -98,3 +101,50 @@ def _group_dicom_series(files: list[Path], uids: UidPolicy) -> list[ImageSource]
                 ImageSource(f"{folder}#series={uids(uid)}", tuple(groups[entry]), series=True)
             )
     return sources
+
+
+def may_be_volume(source) -> bool:
+    """An ImageSource that can hold a volume: a series, or a file that may."""
+    return source.series or path_may_be_volume(str(source.paths[0]))
+
+
+def path_may_be_volume(item_id: str) -> bool:
+    """An item id (a path, or `file.h5#17` for a row of an array file: PCam's 2D patches) that can
+    name a volume: anything but a plain raster image file and a row."""
+    from medfound.io.raster import RASTER_SUFFIXES
+
+    return "#" not in item_id and Path(item_id).suffix.lower() not in RASTER_SUFFIXES
+
+
+GROUP_COLUMNS = ("patient", "study")
+
+
+def patient_groups(inputs: Iterable[str | Path], sources: list[ImageSource]) -> list[list[int]]:
+    """The indices of `sources` grouped by the `patient` column (else `study`) of the CSV lists
+    among `inputs`, in order of first appearance; a source no CSV assigns is a group of its own.
+    ConfigError when no CSV input has either column."""
+    owner: dict[str, str] = {}
+    csvs = [Path(item) for item in inputs if Path(item).suffix.lower() == ".csv"]
+    for csv_path in csvs:
+        with open(csv_path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            column = next((c for c in GROUP_COLUMNS if c in (reader.fieldnames or [])), None)
+            if column is None:
+                raise ConfigError(
+                    f"{csv_path}: MICLe needs a 'patient' or 'study' column (which images belong "
+                    f"together); the CSV has {reader.fieldnames}"
+                )
+            for row in reader:
+                if row.get("path") and row[column]:
+                    path = Path(row["path"])
+                    path = (path if path.is_absolute() else csv_path.parent / path).resolve()
+                    owner[str(path)] = f"{csv_path}\0{row[column]}"
+    if not csvs:
+        raise ConfigError(
+            "MICLe needs the data as a CSV with a 'patient' or 'study' column (which images belong "
+            "together)"
+        )
+    groups: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        groups.setdefault(owner.get(source.id, f"\0{i}"), []).append(i)
+    return list(groups.values())

@@ -2,9 +2,10 @@
 resolution, the tiles as a dataset read by DataLoader workers, and a thumbnail to check by eye.
 
 Tissue: the saturation (HSV) of the low-resolution level, thresholded by Otsu (scikit-image; at
-least MIN_SATURATION, so a blank slide finds nothing); on a grayscale slide, the intensity
-thresholded by Otsu, tissue on the side away from the border's background; then holes filled and
-fragments smaller than MIN_FRAGMENT of the slide removed.
+least MIN_SATURATION, so a blank slide finds nothing); where that finds no stained colour (a
+grayscale slide), the intensity thresholded by Otsu, tissue on the side away from the border's
+background, exact black being no data; holes filled and fragments smaller than MIN_FRAGMENT of the
+slide removed.
 
 Grid: square tiles of `tile_size` pixels at `mpp` micrometres per pixel, i.e. `tile_size * mpp /
 slide.mpp` level-0 pixels a side, stepping by (1 - overlap) of that, from the top-left corner; a
@@ -23,10 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medfound.data.crops import CropSpec, view_pair
 from medfound.data.datasets import epoch_and_index
 from medfound.errors import ConfigError, ImageReadError, MedfoundError, skip_message
 from medfound.io.image import MedicalImage
-from medfound.io.presets import Preset, preprocess
+from medfound.io.presets import Preset, preprocess, preprocess_native
 from medfound.io.slide import MAX_OVERVIEW_SIDE, Slide, check_reader, is_slide, open_slide
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class SlideTiles:
     mask: np.ndarray = field(repr=False)  # bool, the thumbnail's tissue
     thumbnail_downsample: float = 1.0  # level-0 pixels per thumbnail pixel
     count: int = 0  # tiles of the whole plan (xy may be left with only those still to do)
+    value_range: tuple[float, float] | None = None  # the slide's, for slides not stored in 8 bits
 
     def forget_pictures(self) -> None:
         """Drop the thumbnail and mask (megabytes per slide) once the thumbnail is drawn."""
@@ -107,37 +110,46 @@ class SlideTiles:
 
 def tissue_mask(rgb: np.ndarray) -> np.ndarray:
     """Tissue of an RGB uint8 picture (see the module docstring)."""
-    from scipy import ndimage
     from skimage.filters import threshold_otsu
-    from skimage.morphology import remove_small_objects
 
     values = rgb.astype(np.float32)
     high, low = values.max(axis=-1), values.min(axis=-1)
     saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
-    if np.ptp(rgb, axis=-1).max() == 0:  # a grayscale slide: no colour to find stain by
-        mask = _gray_tissue(values[..., 0])
-    else:
-        level = threshold_otsu(saturation) if np.ptp(saturation) > 0 else 1.0
-        mask = saturation > max(float(level), MIN_SATURATION)
+    level = threshold_otsu(saturation) if np.ptp(saturation) > 0 else 1.0
+    mask = _cleaned(saturation > max(float(level), MIN_SATURATION))
+    if not mask.any():  # no stained colour: a grayscale slide (JPEG's chroma noise and all)?
+        mask = _cleaned(_gray_tissue(values.mean(axis=-1)))
+    return mask
+
+
+def _cleaned(mask: np.ndarray) -> np.ndarray:
+    """Holes filled, fragments under MIN_FRAGMENT of the picture removed."""
+    from scipy import ndimage
+    from skimage.morphology import remove_small_objects
+
     mask = ndimage.binary_fill_holes(mask)
-    smallest = max(1, int(MIN_FRAGMENT * mask.size))
-    return remove_small_objects(mask, max_size=smallest)
+    return remove_small_objects(mask, max_size=max(1, int(MIN_FRAGMENT * mask.size)))
 
 
 def _gray_tissue(gray: np.ndarray) -> np.ndarray:
     """Tissue of a grayscale picture: the side of an Otsu threshold on intensity away from the
     background, which the picture's border shows (bright glass in brightfield, dark in
-    fluorescence); nothing when the two sides differ by less than MIN_CONTRAST of the 8-bit range."""
+    fluorescence; the larger side when the border holds no data); nothing when the two sides differ
+    by less than MIN_CONTRAST of the 8-bit range. Exact black is no data (unscanned padding)."""
     from skimage.filters import threshold_otsu
 
-    if np.ptp(gray) == 0:
+    data = gray > 0
+    values = gray[data]
+    if values.size == 0 or np.ptp(values) == 0:
         return np.zeros(gray.shape, bool)
-    level = float(threshold_otsu(gray))
-    above = gray > level
-    if abs(float(gray[above].mean()) - float(gray[~above].mean())) < MIN_CONTRAST * 255:
+    level = float(threshold_otsu(values))
+    bright, dark = values[values > level], values[values <= level]
+    if float(bright.mean()) - float(dark.mean()) < MIN_CONTRAST * 255:
         return np.zeros(gray.shape, bool)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return ~above if np.median(border) > level else above
+    border = border[border > 0]
+    bright_background = np.median(border) > level if len(border) else len(bright) >= len(dark)
+    return data & ((gray <= level) if bright_background else (gray > level))
 
 
 def plan_tiles(slide: Slide, options: TileOptions) -> SlideTiles:
@@ -183,10 +195,14 @@ def plan_tiles(slide: Slide, options: TileOptions) -> SlideTiles:
         mask,
         scale,
         count=int(keep.sum()),
+        value_range=slide.value_range,
     )
 
 
-NO_TISSUE = "no tissue found (a grayscale slide? tissue is found by colour saturation)"
+NO_TISSUE = (
+    "no tissue found (neither stained colour nor, on a gray slide, a contrast of 10% from the "
+    "background; check the thumbnail, or lower --min-tissue)"
+)
 
 
 def split_slides(sources: list) -> tuple[list, list]:
@@ -282,7 +298,7 @@ class SlideTileDataset(Dataset):
         if self._pid != os.getpid():  # a forked worker: the parent's handles share file positions
             self._open, self._pid = {}, os.getpid()
         slide = self._open.pop(plan.slide, None) or open_slide(
-            plan.slide, self.options.slide_mpp, self.options.reader
+            plan.slide, self.options.slide_mpp, self.options.reader, plan.value_range
         )
         self._open[plan.slide] = slide
         while len(self._open) > OPEN_SLIDES:  # thousands of slides: never thousands of files open
@@ -293,15 +309,21 @@ class SlideTileDataset(Dataset):
         p = int(np.searchsorted(self.starts, index, side="right")) - 1
         return self._tile_item(index, p, index - int(self.starts[p]))
 
-    def _tile_item(self, index: int, p: int, t: int) -> dict:
+    def _tile_item(self, index: int, p: int, t: int, views=None) -> dict:
+        """Tile t of plan p; with `views` ((CropSpec, rng)), a pair of crops cut from the tile as
+        read from its level (data/crops.py) instead of the tile."""
         plan = self.plans[p]
         tile_id = plan.tile_id(t)
         x, y = (int(v) for v in plan.xy[t])
         try:
-            rgb = read_tile(self._slide(plan), plan, t, self.options.tile_size)
-            pixels = np.moveaxis(rgb, -1, 0).astype(np.float32)
-            image = MedicalImage(pixels, tile_id, value_range=(0.0, 255.0))
-            tensor = preprocess(image, self.preset, **self.shape)
+            size = plan.read_size if views is not None else self.options.tile_size
+            pixels = np.moveaxis(read_tile(self._slide(plan), plan, t, size), -1, 0)
+            image = MedicalImage(pixels.astype(np.float32), tile_id, value_range=(0.0, 255.0))
+            if views is not None:
+                native = preprocess_native(image, self.preset, channels=self.shape["channels"])
+                tensor = view_pair(native, native, views[1], views[0])
+            else:
+                tensor = preprocess(image, self.preset, **self.shape)
         except MedfoundError as exc:
             return {"index": index, "source": tile_id, "error": str(exc)}
         except Exception as exc:  # one odd tile must not end the run
@@ -331,10 +353,21 @@ class RandomSlideTiles(SlideTileDataset):
 
     keyed_by_epoch = True
 
-    def __init__(self, plans, preset, options, *, per_slide: int, seed: int = 0, **shape):
+    def __init__(
+        self,
+        plans,
+        preset,
+        options,
+        *,
+        per_slide: int,
+        seed: int = 0,
+        views: CropSpec | None = None,
+        **shape,
+    ):
+        """`views`: items are pairs of crops of the tile (data/crops.py), a `group` of 2."""
         plans = [plan for plan in plans if len(plan.xy)]  # a slide without tissue gives nothing
         super().__init__(plans, preset, options, **shape)
-        self.per_slide, self.seed = per_slide, seed
+        self.per_slide, self.seed, self.views = per_slide, seed, views
 
     def __len__(self) -> int:
         return len(self.plans) * self.per_slide
@@ -342,5 +375,9 @@ class RandomSlideTiles(SlideTileDataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         epoch, index = epoch_and_index(key)
         p = index // self.per_slide
-        t = int(np.random.default_rng([self.seed, epoch, index]).integers(len(self.plans[p].xy)))
-        return self._tile_item(index, p, t)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        t = int(rng.integers(len(self.plans[p].xy)))
+        if self.views is None:
+            return self._tile_item(index, p, t)
+        item = self._tile_item(index, p, t, (self.views, rng))
+        return item if "error" in item else item | {"group": True}

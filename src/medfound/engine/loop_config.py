@@ -25,6 +25,12 @@ class LoopConfig:
     )
     weight_decay: float = setting(1e-6, "Weight decay (not on norms and biases)")
     momentum: float = setting(0.9, "Momentum of lars and sgd")
+    lars_exclude: Literal["norms", "remedis"] = setting(
+        "norms",
+        "Left out of weight decay and LARS adaptation: norms (every norm layer's parameters, "
+        "biases, 1-D parameters) or remedis (BatchNorm and biases, as REMEDIS's name rule; "
+        "GroupNorm decayed)",
+    )
     warmup_epochs: float = setting(10.0, "Linear warmup, in epochs")
     schedule: Literal["warmup-cosine", "step", "plateau"] = setting(
         "warmup-cosine",

@@ -48,7 +48,7 @@ class MetricsLog:
             csv.writer(f).writerow([row.get(c, "") for c in self.columns])
         if self.writer is not None:
             for key, value in row.items():
-                if key != "step":
+                if key != "step" and value is not None:  # an undefined figure: not plotted
                     self.writer.add_scalar(key, value, global_step=int(row["step"]))
 
     def close(self) -> None:

@@ -73,24 +73,34 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights (decayed, adapted) and normalisation parameters plus biases (neither).
+EXCLUDE_RULES = ("remedis", "norms")
 
-    Norm layers are found by type (BatchNorm, GroupNorm incl. timm's GroupNormAct, LayerNorm): SimCLR's
-    name regex (`batch_normalization`) would miss the GroupNorm of BiT backbones.
+
+def parameter_groups(model: nn.Module, weight_decay: float, exclude: str = "norms") -> list[dict]:
+    """Two groups: weights (decayed, adapted by LARS) and the excluded parameters (neither).
+
+    `exclude`: "norms" leaves out every normalisation layer's parameters (BatchNorm, GroupNorm incl.
+    timm's GroupNormAct, LayerNorm; found by type), every bias and every 1-D parameter. "remedis"
+    leaves out what REMEDIS's name regexes (`batch_normalization`, `bias`) matched in TensorFlow:
+    BatchNorm parameters and the biases of other layers; BiT's GroupNorm gamma and beta (TF names
+    without either word) were decayed and adapted, and are here too.
     """
-    excluded_ids = {
-        id(p)
-        for module in model.modules()
-        if isinstance(module, _NORMS)
-        for p in module.parameters(False)
-    }
-    decayed, excluded = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        is_excluded = id(param) in excluded_ids or name.endswith("bias") or param.ndim <= 1
-        (excluded if is_excluded else decayed).append(param)
+    if exclude not in EXCLUDE_RULES:
+        raise ConfigError(
+            f"lars_exclude must be one of {', '.join(EXCLUDE_RULES)}, got {exclude!r}"
+        )
+    decayed, excluded, seen = [], [], set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:  # a shared parameter: once
+                continue
+            seen.add(id(param))
+            if exclude == "remedis":
+                batch_norm = isinstance(module, nn.modules.batchnorm._NormBase)
+                is_excluded = batch_norm or (name == "bias" and not isinstance(module, _NORMS))
+            else:
+                is_excluded = isinstance(module, _NORMS) or name.endswith("bias") or param.ndim <= 1
+            (excluded if is_excluded else decayed).append(param)
     return [
         {"params": decayed, "weight_decay": weight_decay, "exclude": False},
         {"params": excluded, "weight_decay": 0.0, "exclude": True},
@@ -149,10 +159,15 @@ def schedule_multiplier(
 
 
 def build_optimizer(
-    name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9
+    name: str,
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    exclude: str = "norms",
 ) -> torch.optim.Optimizer:
-    """LARS (SimCLR's), SGD with momentum, or AdamW, over `parameter_groups(model)`."""
-    groups = parameter_groups(model, weight_decay)
+    """LARS (SimCLR's), SGD with momentum, or AdamW, over `parameter_groups(model, exclude)`."""
+    groups = parameter_groups(model, weight_decay, exclude)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     for group in groups:

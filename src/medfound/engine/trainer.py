@@ -130,7 +130,12 @@ class _Loop:
         module, self.model = _wrap(method.model.to(device), device, ctx, config.compile)
         peak_lr = scaled_learning_rate(config.lr, config.batch_size, config.lr_scaling)
         optimizer = build_optimizer(
-            config.optimizer, module, peak_lr, config.weight_decay, config.momentum
+            config.optimizer,
+            module,
+            peak_lr,
+            config.weight_decay,
+            config.momentum,
+            config.lars_exclude,
         )
         # The plateau schedule reads the tracker's decay factor.
         validation = ValidationTracker(higher_is_better=getattr(method, "higher_is_better", False))
@@ -238,7 +243,9 @@ class _Loop:
         for batch in loader:
             state.batches_consumed += 1
             _note_skipped(batch["errors"], summary.skipped)
-            n = 0 if batch["tensor"] is None else batch["tensor"].shape[0]
+            # a method may take several rows per image (SimCLR's view pairs cut in the workers)
+            per = getattr(self.method, "rows_per_item", 1)
+            n = 0 if batch["tensor"] is None else batch["tensor"].shape[0] // per
             n = ctx.min_int(n, self.device)  # every rank trains on the same local batch size
             if n < 2:
                 log.warning(
@@ -246,7 +253,8 @@ class _Loop:
                 )
                 continue
             targets = batch.get("target")
-            out = self._step(batch["tensor"][:n], None if targets is None else targets[:n])
+            rows = batch["tensor"][: n * per]
+            out = self._step(rows, None if targets is None else targets[:n])
             summary.images += n * ctx.world_size
             if advance is not None:  # .item() waits for the device: only where a bar shows it
                 advance(1, n * ctx.world_size, f"loss {out.loss.item():.4f}")
@@ -318,8 +326,15 @@ class _Loop:
         name = self.validator.name
         row = {"step": state.step, name: value, f"best_{name}": state.validation.best}
         row["lr_factor"] = state.validation.lr_factor
+        row |= {f"val_{k}": v for k, v in self.validator.details.items()}
         if self.val_log is not None:
             self.val_log.write(row)
+            shown = {k: v for k, v in row.items() if k not in ("step", "lr_factor")}
+            log.info(
+                "step %d: %s",
+                state.step,
+                ", ".join(f"{k} {v:.4g}" if v is not None else f"{k} -" for k, v in shown.items()),
+            )
         if state.validation.stopped:
             log.info(
                 "early stopping at step %d: no improvement in %d validations (best %.6g at %d)",

@@ -112,11 +112,14 @@ class Validator:
         """`items`: dataset items per chunk (the training loop's items per global batch)."""
         self.method, self.config, self.ctx, self.device = method, config, ctx, device
         self.skipped: dict[str, str] = {}
+        self.details: dict[str, float | None] = {}  # a scored method's other figures, if any
         self.scored = hasattr(method, "score")
         # What validation rows call the figure: val_loss, or val_<score> of a supervised method.
         self.name = f"val_{method.score_name}" if self.scored else "val_loss"
         items = getattr(method, "validation_items", items)
-        self.forward_size = max(items, 1)  # images per forward (sliced volumes give many per item)
+        self.forward_size = max(items, 1)  # images per forward, however many a chunk holds
+        if getattr(dataset, "holds_volumes", False):  # a chunk is one volume's slices, not a batch
+            items = 1
         chunks = validation_chunks(len(dataset), items, ctx.rank, ctx.world_size)
         keyed = getattr(dataset, "keyed_by_epoch", False)
         # Few workers: validation is occasional, and each worker holds its own decoded volumes.
@@ -153,14 +156,19 @@ class Validator:
                     self.skipped[source] = reason
             if batch["tensor"] is None:
                 continue
-            images = batch["tensor"].to(self.device, non_blocking=True)
             # This rank's i-th chunk is chunk rank + i * world_size of the whole set.
-            yield ctx.rank + i * ctx.world_size, images, batch.get("target"), batch["items"]
+            yield (
+                ctx.rank + i * ctx.world_size,
+                batch["tensor"],
+                batch.get("target"),
+                batch["items"],
+            )
 
     def _mean_loss(self, module: nn.Module) -> float:
         device, config = self.device, self.config
         total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, samples)
         for chunk, images, targets, _ in self._batches():
+            images = images.to(device, non_blocking=True)
             inputs = prepare(self.method, images, chunk_seed(config.seed, chunk), targets, device)
             with autocast(device, config.precision):
                 loss = self.method.loss(module, inputs).loss.double()
@@ -180,7 +188,8 @@ class Validator:
                 continue
             with autocast(self.device, self.config.precision):
                 outputs = [
-                    self.method.predict(module, part) for part in images.split(self.forward_size)
+                    self.method.predict(module, part.to(self.device, non_blocking=True))
+                    for part in images.split(self.forward_size)
                 ]
             # a sliced volume is scored once, by the mean of its slices' outputs
             chunks.append((chunk, pool_slices(torch.cat(outputs), items), targets))
@@ -193,7 +202,11 @@ class Validator:
         if not chunks:
             raise ImageReadError("validation: no readable item in the validation data")
         chunks.sort(key=lambda part: part[0])
-        return float(self.method.score([part[1] for part in chunks], [part[2] for part in chunks]))
+        score = self.method.score([part[1] for part in chunks], [part[2] for part in chunks])
+        if isinstance(score, dict):  # the figure, and others logged beside it
+            self.details = {k: v for k, v in score.items() if k != self.method.score_name}
+            score = score[self.method.score_name]
+        return float(score)
 
 
 def prepare(method, images: torch.Tensor, seed: int, targets, device) -> object:

@@ -45,8 +45,8 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-# Values larger than this are read from the file when first used: the pixel data is not read until
-# the size checks have passed (_check_readable_whole).
+# Values larger than this are read from the file when first used: a large file's pixel data is not
+# read until the size checks have passed (_check_readable_whole).
 _DEFER = "1 MB"
 
 
@@ -395,16 +395,18 @@ def read_dicom_series(paths: Sequence[Path], source_id: str) -> MedicalImage:
     (columns, rows, slices) as stored, in position order (else InstanceNumber order), affine None,
     and its slice spacing comes from SpacingBetweenSlices or SliceThickness when present.
     """
-    slices = []
-    for path in paths:
-        ds = _read_dataset(path)
-        slices.append((ds, path))
+    # headers first: sorted and checked (sizes, whole-slide images) before any pixel is read;
+    # then one slice at a time, keeping only its values
+    slices = [(_read_dataset(path, header_only=True), path) for path in paths]
     if not slices:
         raise ImageReadError(f"{source_id}: empty DICOM series")
+    for ds, path in slices:
+        _check_readable_whole(ds, path)
     _check_value_count(sum(_value_count(ds) for ds, _ in slices), source_id)
     slices.sort(key=lambda item: _slice_position(item[0]))
     arrays, value_range = [], None
-    for ds, path in slices:
+    for _, path in slices:
+        ds = _read_dataset(path)
         pixels = _decode_pixels(ds, path)
         if pixels.ndim != 2:
             raise ImageReadError(f"{path}: series slices must be single-frame grayscale")

@@ -205,11 +205,25 @@ def preprocess(
             f"{tuple(image.array.shape[1:])} cannot go into a model made for "
             f"{kind.get(spatial_dims, spatial_dims)} input"
         )
-    unit = to_unit_range(image, preset)
-    unit = _match_channels(unit, preset.colour, channels)
+    tensor = _unit_tensor(image, preset, channels)
     shape = _target_shape(preset.size if preset.size is not None else native_size, spatial_dims)
-    tensor = torch.from_numpy(np.ascontiguousarray(unit))
     if spatial_dims == 3:
         tensor = _resample(tensor, image, preset.spacing or native_spacing)
     tensor = _resize(tensor, shape, preset.fit)
     return tensor.clamp_(0.0, 1.0)
+
+
+def preprocess_native(image: MedicalImage, preset: Preset, *, channels: int) -> torch.Tensor:
+    """A 2D image -> float32 tensor (channels, H, W) in [0, 1] at its own size: `preprocess`
+    without the resize, for crops cut from the image as decoded (data/crops.py)."""
+    preset = resolve_auto(preset, image)
+    if image.spatial_dims != 2:
+        raise ImageReadError(
+            f"{image.source_id}: an array of shape {tuple(image.array.shape[1:])} is not a 2D image"
+        )
+    return _unit_tensor(image, preset, channels).clamp_(0.0, 1.0)
+
+
+def _unit_tensor(image: MedicalImage, preset: Preset, channels: int) -> torch.Tensor:
+    unit = _match_channels(to_unit_range(image, preset), preset.colour, channels)
+    return torch.from_numpy(np.ascontiguousarray(unit))

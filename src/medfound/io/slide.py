@@ -43,6 +43,25 @@ def is_slide(path: Path) -> bool:
         return False
 
 
+def slide_companions(path: Path) -> set[Path]:
+    """The files a slide is stored in besides `path`: a Hamamatsu .vms names its JPEG parts
+    (ImageFile, ImageFile(x,y), MapFile, OptimisationFile) in its INI text; other formats none
+    that a folder scan would take for images."""
+    if path.suffix.lower() != ".vms":
+        return set()
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return set()
+    names = set()
+    for line in lines:
+        key, _, value = line.partition("=")
+        key = key.strip().lower()
+        if value.strip() and key.startswith(("imagefile", "mapfile", "optimisationfile")):
+            names.add((path.parent / value.strip()).resolve())
+    return names
+
+
 @dataclass
 class Slide:
     """An open slide: level-0 size, the pyramid, and the level-0 resolution in micrometres/pixel."""
@@ -103,7 +122,8 @@ def as_rgb8(region: np.ndarray, value_range: tuple[float, float] | None = None) 
 
 class _OpenSlideRegions:
     """An OpenSlide handle that reads regions as arrays, as tiffslide's `as_array=True` does, its
-    transparent areas (outside a MIRAX scan's tiles) made white glass."""
+    transparent areas (outside a MIRAX scan's tiles) filled with the slide's background colour
+    (`openslide.background-color`; white glass when it states none)."""
 
     def __init__(self, path: Path):
         openslide = require("openslide", "openslide", f"reading {path.suffix} slides")
@@ -114,15 +134,24 @@ class _OpenSlideRegions:
         self.properties = {
             "tiffslide.mpp-x": self.handle.properties.get("openslide.mpp-x"),
         }
+        self.background = _hex_colour(self.handle.properties.get("openslide.background-color"))
 
     def read_region(self, xy, level: int, size, as_array: bool = True) -> np.ndarray:
         rgba = np.asarray(self.handle.read_region(xy, level, size))
         alpha = rgba[..., 3:].astype(np.float32) / 255.0
-        rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        rgb = rgba[..., :3].astype(np.float32) * alpha + self.background * (1.0 - alpha)
         return np.round(rgb).astype(np.uint8)
 
     def close(self) -> None:
         self.handle.close()
+
+
+def _hex_colour(text: str | None) -> np.ndarray:
+    """RGB of an 'RRGGBB' property (white when absent or malformed)."""
+    try:
+        return np.array([int(text[i : i + 2], 16) for i in (0, 2, 4)], np.float32)
+    except (TypeError, ValueError):
+        return np.full(3, 255.0, np.float32)
 
 
 def check_reader(reader: str) -> None:
@@ -139,16 +168,25 @@ def _handle(path: Path, reader: str):
     ):
         return _OpenSlideRegions(path)
     if path.suffix.lower() in OPENSLIDE_ONLY_SUFFIXES:
-        raise ConfigError(f"{path}: tiffslide cannot read {path.suffix} slides; use openslide")
+        raise ConfigError(
+            f"{path}: tiffslide cannot read {path.suffix} slides; use --slide-reader auto or "
+            "openslide"
+        )
     tiffslide = require("tiffslide", None, "whole-slide images")
     return tiffslide.TiffSlide(str(path))
 
 
-def open_slide(path: str | Path, mpp: float | None = None, reader: str = "auto") -> Slide:
+def open_slide(
+    path: str | Path,
+    mpp: float | None = None,
+    reader: str = "auto",
+    value_range: tuple[float, float] | None = None,
+) -> Slide:
     """Open `path` with `reader` (auto: tiffslide, or OpenSlide for the formats only it reads);
     `mpp` (micrometres per level-0 pixel), when given, overrides what the file states (a stated
-    value outside MPP_RANGE counts as none). ImageReadError for an unreadable slide, or one
-    without a usable resolution and without `mpp`."""
+    value outside MPP_RANGE counts as none); `value_range`, the slide's own as found when it was
+    first opened (Slide.value_range), spares reading its smallest level again. ImageReadError for
+    an unreadable slide, or one without a usable resolution and without `mpp`."""
     path = Path(path)
     try:
         handle = _handle(path, reader)
@@ -157,9 +195,12 @@ def open_slide(path: str | Path, mpp: float | None = None, reader: str = "auto")
         downsamples = tuple(float(d) for d in handle.level_downsamples)
         stated = handle.properties.get("tiffslide.mpp-x")
         # a cut file can open from its header: one pixel of the smallest level shows it is whole
-        corner = handle.read_region((0, 0), len(levels) - 1, (1, 1), as_array=True)
-        value_range = None
-        if np.asarray(corner).dtype != np.uint8 and max(levels[-1]) <= MAX_OVERVIEW_SIDE:
+        corner = np.asarray(handle.read_region((0, 0), len(levels) - 1, (1, 1), as_array=True))
+        if (
+            value_range is None
+            and corner.dtype != np.uint8
+            and max(levels[-1]) <= MAX_OVERVIEW_SIDE
+        ):
             # one range for the whole slide, from its smallest level
             smallest = np.asarray(
                 handle.read_region((0, 0), len(levels) - 1, levels[-1], as_array=True)
@@ -183,11 +224,13 @@ def open_slide(path: str | Path, mpp: float | None = None, reader: str = "auto")
 
 
 def _value_range(values: np.ndarray) -> tuple[float, float]:
-    """0 to the largest value of an integer slide (a 12-bit slide in 16-bit words fills the 8 bits
-    as 12-bit data would, and black stays black); the smallest to the largest value of a float
-    one. Alpha is left out."""
+    """From 0 (or the smallest value, when negative) to the 99.9th percentile of the smallest
+    level, alpha left out: a 12-bit slide in 16-bit words fills the 8 bits as 12-bit data would,
+    black stays black, and one bright artefact does not darken the whole slide. One range for all
+    channels keeps the colour balance."""
     if values.ndim == 3 and values.shape[-1] in (2, 4):
         values = values[..., :-1]
-    high = float(values.max())
-    low = 0.0 if values.dtype.kind in "ui" else float(values.min())
+    sample = values[::2, ::2].astype(np.float64)  # a quarter of the pixels: plenty for a percentile
+    low = min(0.0, float(sample.min()))
+    high = float(np.percentile(sample, 99.9))
     return low, max(high, low + 1e-12)

@@ -100,6 +100,7 @@ class ClassificationMethod:
         class_weights: torch.Tensor | None = None,
         augment: bool = True,
         min_crop_scale: float = 0.8,
+        rotation_degrees: float = 0.0,
         provenance: dict | None = None,
         reading: dict | None = None,
     ):
@@ -115,16 +116,23 @@ class ClassificationMethod:
         self.kind, self.classes = kind, tuple(classes)
         self.class_weights = class_weights
         self.augment, self.min_crop_scale = augment, min_crop_scale
+        self.rotation_degrees = rotation_degrees
         self.provenance = provenance or {}
         self.reading = reading or {}
 
     def prepare(self, images: torch.Tensor, seed: int, targets: torch.Tensor | None = None):
-        """(augmented images, targets): flips and a small crop, seeded per step."""
+        """(augmented images, targets): flips, a small crop and (when asked) a rotation, seeded
+        per step."""
         if targets is None:
             raise ConfigError("classification training needs a label for every training image")
         if self.augment:
             generator = torch.Generator().manual_seed(seed)
-            images = flip_and_crop(images, generator, min_scale=self.min_crop_scale)
+            images = flip_and_crop(
+                images,
+                generator,
+                min_scale=self.min_crop_scale,
+                rotation_degrees=self.rotation_degrees,
+            )
         return images, targets
 
     def loss(self, model: nn.Module, inputs) -> MethodOutput:

@@ -1,4 +1,6 @@
-"""SimCLR v2 projection head: d -> d (BN, ReLU) -> d (BN, ReLU) -> out (BN without bias or beta)."""
+"""SimCLR's projection head: d -> d (BN, ReLU) ... -> out (BN without beta); no linear layer has a
+bias, as in the original, where every layer is followed by BatchNorm, whose shift makes it redundant.
+REMEDIS used 2 layers (`num_nlh_layers=1`), SimCLR v2 3."""
 
 import torch
 from torch import nn
@@ -7,9 +9,10 @@ from torch import nn
 class ProjectionHead(nn.Module):
     """`layers` linear layers, hidden width `hidden_dim` (default: the input width), output `out_dim`.
 
-    Every layer is followed by BatchNorm; all but the last by ReLU; the last layer has no bias and its
-    BatchNorm no shift, as in SimCLR v2. `forward(x, upto=k)` returns the output of layer k (0 is the
-    input itself): what fine-tuning from a head layer (the original's `ft_proj_selector`) starts from.
+    Every layer is followed by BatchNorm; all but the last by ReLU; no layer has a bias (BatchNorm
+    follows each), and the last BatchNorm has no shift, as in SimCLR v2. `forward(x, upto=k)`
+    returns the output of layer k (0 is the input itself): what fine-tuning from a head layer (the
+    original's `ft_proj_selector`) starts from.
     Under DDP, `nn.SyncBatchNorm.convert_sync_batchnorm` turns these into global BatchNorms.
     """
 
@@ -27,7 +30,7 @@ class ProjectionHead(nn.Module):
             norm = nn.BatchNorm1d(width_out, affine=True)
             if last:  # no shift on the output (SimCLR v2: center=False)
                 norm.bias.requires_grad_(False)
-            modules = [nn.Linear(width_in, width_out, bias=not last), norm]
+            modules = [nn.Linear(width_in, width_out, bias=False), norm]
             if not last:
                 modules.append(nn.ReLU(inplace=True))
             blocks.append(nn.Sequential(*modules))

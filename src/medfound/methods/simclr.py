@@ -8,9 +8,12 @@ the same file under `extra/projection_head/` for fine-tuning from a head layer).
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from medfound.errors import ConfigError
+from medfound.evaluation.pretraining_probe import ProbeTask, probe_figures
 from medfound.methods.base import MethodOutput
 from medfound.methods.nt_xent import nt_xent
 from medfound.methods.pretrained_file import save_pretrained
@@ -42,7 +45,7 @@ class SimCLR:
         views: ViewConfig,
         *,
         temperature: float = 0.1,
-        head_layers: int = 3,
+        head_layers: int = 2,
         head_hidden_dim: int | None = None,
         projection_dim: int = 128,
         provenance: dict | None = None,
@@ -52,11 +55,14 @@ class SimCLR:
         )
         self.model = SimCLRModel(encoder, head).to(memory_format=torch.channels_last)
         self.views = SimCLRViews(views)
+        # views cut in the workers come as pairs: two rows of a batch per image
+        self.rows_per_item = 2 if views.crop_in_worker else 1
         self.temperature = temperature
         self.provenance = provenance or {}
 
     def prepare(self, images: torch.Tensor, seed: int) -> torch.Tensor:
-        """Two augmented views per image, laid out [view-1; view-2], channels-last."""
+        """Two augmented views per image (or per pair of crops cut in the workers), laid out
+        [view-1; view-2], channels-last."""
         return self.views(images, seed=seed).contiguous(memory_format=torch.channels_last)
 
     def loss(self, model: nn.Module, views: torch.Tensor) -> MethodOutput:
@@ -80,3 +86,39 @@ class SimCLR:
             extra_tensors=head,
         )
         return [path]
+
+
+class ProbedSimCLR(SimCLR):
+    """SimCLR whose validation probes the encoder on labelled images (SimCLR TF2's
+    `lineareval_while_pretraining`): their embeddings, a k-NN and a linear probe fitted on one half
+    of their patients and scored on the other (evaluation/pretraining_probe.py). The validation
+    figure is the k-NN's macro AUC; the linear probe's and the accuracies are logged beside it.
+    Targets come as IndexedTargets packs them (the item index last); `patients` is per item."""
+
+    score_name = "knn_auc"
+    higher_is_better = True
+
+    def __init__(self, *args, probe: ProbeTask, patients: np.ndarray, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.probe, self.patients = probe, np.asarray(patients)
+
+    def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's embeddings (B, D) on the CPU (the projection head is not probed)."""
+        encoder = getattr(model, "module", model).encoder  # under DDP: the wrapped model's
+        return encoder(images.contiguous(memory_format=torch.channels_last)).float().cpu()
+
+    def score(self, outputs: list, targets: list) -> dict:
+        """The probes' figures on the test half, {knn_auc, linear_auc, ...}."""
+        embeddings = torch.cat(outputs).numpy()
+        packed = torch.cat([t.cpu() for t in targets]).numpy()
+        items = packed[:, -1].astype(np.int64)
+        labels = (
+            packed[:, 0].astype(np.int64) if self.probe.kind == "multiclass" else packed[:, :-1]
+        )
+        figures = probe_figures(embeddings, labels, self.patients[items], self.probe)
+        if figures[self.score_name] is None:
+            raise ConfigError(
+                "the probe's k-NN AUC is undefined on the evaluation data's test half (a class "
+                "without both positive and negative items there): give more labelled patients"
+            )
+        return figures

@@ -4,8 +4,12 @@ Order and defaults follow the original (REFERENCE.md section 2): optional histog
 grayscale, returned as 3-channel gray), optional elastic deformation, optional rotation, random resized
 crop (area 0.08-1, aspect 3/4-4/3, bicubic), horizontal flip, colour jitter (p 0.8, strength s:
 brightness, contrast, saturation in [1 - 0.8s, 1 + 0.8s], hue +-0.2s, clipped), grayscale (p 0.2),
-Gaussian blur (p 0.5, sigma 0.1-2, kernel about a tenth of the side). The original never applied its
-rotation and had no elastic deformation; here both work. Parameters are drawn per sample, the
+Gaussian blur (p 0.5, sigma 0.1-2, kernel about a tenth of the side). REMEDIS pretrained at 224 and
+never rotated (its rotation is a fine-tuning option, applied to every image when enabled): the `cxr`
+views are at 224 without rotation, which stays available (`rotation_degrees`, p 1). Its elastic
+deformation was called without a definition, so its parameters cannot be recovered: kornia's
+elastic transform at alpha 1, sigma 32 px (p 0.5) is medfound's choice (displacement measured in
+the README). Parameters are drawn per sample, the
 colour-jitter order too (methods/color_jitter.py). Crop, flip, rotation, elastic deformation and
 equalisation are kornia's; colour jitter and blur are medfound's own (per-image order; faster on CPU).
 
@@ -46,11 +50,14 @@ class ViewConfig:
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     rotation_degrees: float = 0.0
-    rotation_p: float = 0.5
+    rotation_p: float = 1.0
     equalize_p: float = 0.0
     elastic_p: float = 0.0
     elastic_alpha: float = 1.0
     elastic_sigma: float = 32.0
+    # the crop is cut in the workers from the image as decoded (data/crops.py): the views given
+    # are pairs already cropped, and only the rest is made here
+    crop_in_worker: bool = False
 
     def __post_init__(self) -> None:
         """Refuse values the augmentations cannot use, naming the field (ConfigError)."""
@@ -58,6 +65,8 @@ class ViewConfig:
         if isinstance(size, bool) or not isinstance(size, int) or size < MIN_IMAGE_SIZE:
             raise ConfigError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {size!r}")
         check_probabilities(self)
+        if not isinstance(self.crop_in_worker, bool):
+            raise ConfigError(f"crop_in_worker must be true or false, got {self.crop_in_worker!r}")
         for name in ("color_strength", "rotation_degrees", "elastic_alpha"):
             check_number(name, getattr(self, name), 0.0, math.inf, "must be >= 0")
         # sigma 0 would divide by zero in the elastic step's Gaussian smoothing
@@ -71,10 +80,11 @@ class ViewConfig:
 
 
 def preset_views(name: str, **overrides) -> ViewConfig:
-    """'path' (224, colour jitter and blur) or 'cxr' (448, plus equalisation, elastic, rotation)."""
+    """'path' (224, colour jitter and blur) or 'cxr' (224 as REMEDIS pretrained, plus histogram
+    equalisation and elastic deformation)."""
     presets = {
         "path": ViewConfig(),
-        "cxr": ViewConfig(image_size=448, equalize_p=0.5, elastic_p=0.5, rotation_degrees=20.0),
+        "cxr": ViewConfig(equalize_p=0.5, elastic_p=0.5),
     }
     if name not in presets:
         raise ConfigError(f"unknown augmentation preset {name!r}; choose one of {sorted(presets)}")
@@ -132,7 +142,11 @@ class ViewParams:
 
 
 class SimCLRViews(nn.Module):
-    """images (B, 3, H, W) in [0, 1] -> views (2B, 3, S, S) laid out [view-1; view-2]."""
+    """images (B, 3, H, W) in [0, 1] -> views (2B, 3, S, S) laid out [view-1; view-2].
+
+    With `crop_in_worker`, the images are pairs already cropped to S (2B, 3, S, S), each image's
+    two views next to each other (as data/view_pairs.py gives them): they are laid out [view-1;
+    view-2] and every other step is applied."""
 
     def __init__(self, config: ViewConfig):
         super().__init__()
@@ -150,9 +164,10 @@ class SimCLRViews(nn.Module):
             )
         if c.rotation_degrees > 0:
             steps["rotation"] = K.RandomRotation(c.rotation_degrees, p=c.rotation_p)
-        steps["crop"] = K.RandomResizedCrop(
-            (side, side), scale=c.crop_scale, ratio=c.crop_ratio, resample="bicubic"
-        )
+        if not c.crop_in_worker:
+            steps["crop"] = K.RandomResizedCrop(
+                (side, side), scale=c.crop_scale, ratio=c.crop_ratio, resample="bicubic"
+            )
         if c.flip_p > 0:
             steps["flip"] = K.RandomHorizontalFlip(p=c.flip_p)
         if c.color_p > 0 and c.color_strength > 0:
@@ -176,7 +191,7 @@ class SimCLRViews(nn.Module):
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            x = torch.cat([images, images])
+            x = self._views(images)
             # each step draws, then applies: the same random stream, in the same order, as before
             for name, step in self.steps.items():
                 drawn[name] = _sample(step, x)
@@ -193,10 +208,18 @@ class SimCLRViews(nn.Module):
                 f"{list(params.steps)}; got images {tuple(images.shape)} "
                 f"and steps {list(self.steps)}"
             )
-        x = torch.cat([images, images])
+        x = self._views(images)
         for name, step in self.steps.items():
             x = _apply(step, x, params.steps[name])
         return x.clamp_(0.0, 1.0)
+
+    def _views(self, images: torch.Tensor) -> torch.Tensor:
+        """[view-1; view-2] before the steps: the images twice, or the cropped pairs laid out."""
+        if not self.config.crop_in_worker:
+            return torch.cat([images, images])
+        if images.shape[0] % 2:
+            raise ValueError(f"cropped view pairs come in twos, got {images.shape[0]} images")
+        return torch.cat([images[0::2], images[1::2]])
 
 
 def _check_images(images: torch.Tensor) -> None:

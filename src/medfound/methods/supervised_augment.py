@@ -17,10 +17,15 @@ def flip_and_crop(
     min_scale: float = 0.8,
     flip_axes: tuple[int, ...] | None = None,
     mode: str = "bilinear",
+    rotation_degrees: float = 0.0,
 ) -> torch.Tensor:
     """Per sample: each axis in `flip_axes` (spatial axis numbers, 0 = the first after channels;
     default: the last for 2D, all for 3D) flipped with p 0.5, and a crop whose side is a fraction
-    U[min_scale, 1] of the image's (same on every axis), at a random position, resized back."""
+    U[min_scale, 1] of the image's (same on every axis), at a random position, resized back; with
+    `rotation_degrees` (2D), rotated by U[-r, r] degrees (every sample, as REMEDIS's fine-tuning
+    rotation), in the same resampling."""
+    if rotation_degrees and images.ndim != 4:
+        raise ValueError("rotation is for 2D images only")
     batch, spatial = images.shape[0], images.ndim - 2
     if flip_axes is None:
         flip_axes = (spatial - 1,) if spatial == 2 else tuple(range(spatial))
@@ -39,6 +44,11 @@ def flip_and_crop(
     diagonal = (signs * scale).flip(1)
     theta[:, range(spatial), range(spatial)] = diagonal
     theta[:, :, spatial] = shift.flip(1)
+    if rotation_degrees:  # square inputs: normalised coordinates rotate without distortion
+        angle = torch.deg2rad((2 * uniform(batch) - 1) * rotation_degrees)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        theta[:, :, :2] = rotation @ theta[:, :, :2]
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     # A crop reaching the border samples up to half a pixel beyond the outer pixel centres: repeat
     # the border there (zero padding would darken the edge of every such crop).

@@ -88,13 +88,26 @@ _MONAI_RESNETS = {f"resnet{d}" for d in (10, 18, 34, 50, 101, 152, 200)}
 _MONAI_DENSENETS = {"densenet121", "densenet169", "densenet201", "densenet264"}
 
 
+# BiT's weight standardisation divides by sqrt(var + 1e-10) in every original implementation (TF2,
+# JAX, PyTorch) and so in REMEDIS; timm builds BiT with 1e-8, which changes the output of layers
+# whose weights vary little and keeps converted checkpoints a little off TensorFlow.
+BIT_WS_EPS = 1e-10
+
+
 def _timm_network(architecture: str) -> nn.Module:
     import timm
 
     try:
-        return timm.create_model(architecture, pretrained=False, num_classes=0)
+        network = timm.create_model(architecture, pretrained=False, num_classes=0)
     except RuntimeError as exc:  # timm's "Unknown model"
         raise UnknownModelError(f"timm has no model {architecture!r} ({exc})") from exc
+    if architecture.startswith("resnetv2_") and "_bit" in architecture:
+        from timm.layers import StdConv2d
+
+        for module in network.modules():
+            if isinstance(module, StdConv2d):
+                module.eps = BIT_WS_EPS
+    return network
 
 
 def _monai_network(architecture: str) -> nn.Module:

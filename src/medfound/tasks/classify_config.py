@@ -75,6 +75,9 @@ class ClassifyConfig(LoopConfig):
     )
     augment: bool = setting(True, "Random flips and a small random crop, on the device")
     min_crop_scale: float = setting(0.8, "Smallest crop side, as a fraction of the image side")
+    rotation_degrees: float = setting(
+        0.0, "Rotate 2D images by U[-r, r] degrees when > 0 (REMEDIS's fine-tuning rotation)"
+    )
     val_fraction: float = setting(
         0.15, "Share of patients for validation (when the data give no splits)"
     )
@@ -116,6 +119,8 @@ class ClassifyConfig(LoopConfig):
             )
         if not -1 <= self.freeze_until <= 4:
             raise ConfigError(f"freeze_until must be in -1..4, got {self.freeze_until}")
+        if not 0 <= self.rotation_degrees <= 180:
+            raise ConfigError(f"rotation_degrees must be in [0, 180], got {self.rotation_degrees}")
         if not 0 < self.min_crop_scale <= 1:
             raise ConfigError(f"min_crop_scale must be in (0, 1], got {self.min_crop_scale}")
         for name in ("val_fraction", "test_fraction"):

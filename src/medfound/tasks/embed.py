@@ -25,6 +25,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from medfound import __version__
 from medfound.data import ImageDataset, collect_sources
 from medfound.data.slices import FRAME_MARK, parse_slices
+from medfound.data.sources import may_be_volume
 from medfound.data.tiles import TILE_MARK, TileOptions, split_slides
 from medfound.engine.distributed import distributed, local_rank, resolve_device
 from medfound.engine.loader import autocast, build_loader
@@ -33,7 +34,7 @@ from medfound.errors import ConfigError, skip_message
 from medfound.io.presets import get_preset
 from medfound.models import FoundationModel, load_model
 from medfound.privacy import uid_policy
-from medfound.tasks.inference import may_be_volume, rebatched
+from medfound.tasks.inference import rebatched
 from medfound.tasks.parquet_writer import ResumableParquetWriter
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from medfound.methods.classification import (
 )
 from medfound.tasks.classification_report import evaluate_predictions
 from medfound.tasks.classify_config import ClassifyConfig
-from medfound.tasks.inference import path_may_be_volume, run_over
+from medfound.tasks.inference import run_over
 from medfound.tasks.label_sources import load_label_table
 from medfound.tasks.transfer_run import (
     batch_for_subset,
@@ -84,6 +84,8 @@ def finetune_classify(
     table = load_label_table(config)
     check_images_exist(table)
     encoder = load_encoder(config.model, config.init, config.seed)
+    if config.rotation_degrees and encoder.card.spatial_dims != 2:
+        raise ConfigError("rotation_degrees: rotation is for 2D models; this model is 3D")
     splits = patient_splits(table.patients, config, given=table.splits)
     train_idx, val_idx, test_idx = (np.flatnonzero(splits == s) for s in ("train", "val", "test"))
     if not len(val_idx):
@@ -119,6 +121,7 @@ def finetune_classify(
         class_weights=_class_weights(table, train_idx, config.class_weights),
         augment=config.augment,
         min_crop_scale=config.min_crop_scale,
+        rotation_degrees=config.rotation_degrees,
         provenance=provenance(
             config, _PATH_FIELDS, encoder, {"items": len(table), "classes": list(table.classes)}
         ),
@@ -215,16 +218,13 @@ def _evaluate(
     def forward(images: torch.Tensor) -> torch.Tensor:
         return probabilities(classifier(images), kind)
 
-    volumes = shape["spatial_dims"] == 2 and any(
-        path_may_be_volume(table.images.item_id(int(i))) for i in indices
-    )
     out = run_over(
         forward,
         dataset,
         batch_size=config.batch_size,
         device=device,
         workers=config.workers,
-        volumes=volumes,
+        volumes=dataset.holds_volumes,
     )
     rows = np.asarray(out.indices, dtype=np.int64)
     chosen = indices[rows]

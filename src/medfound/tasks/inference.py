@@ -4,7 +4,6 @@ share. Unreadable items are reported and skipped, never silent."""
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -61,19 +60,6 @@ def run_over(
             result.items.append(item)
             result.outputs.append(value)
     return result
-
-
-def may_be_volume(source) -> bool:
-    """A source (data/sources.py) that can hold a volume: a series, or a file that may."""
-    return source.series or path_may_be_volume(str(source.paths[0]))
-
-
-def path_may_be_volume(item_id: str) -> bool:
-    """An item id (a path, or `file.h5#17` for a row of an array file: PCam's 2D patches) that can
-    name a volume: anything but a plain raster image file and a row."""
-    from medfound.io.raster import RASTER_SUFFIXES
-
-    return "#" not in item_id and Path(item_id).suffix.lower() not in RASTER_SUFFIXES
 
 
 def rebatched(loader, batch_size: int):

@@ -18,14 +18,14 @@ import torch
 
 from medfound.data.datasets import ImageDataset
 from medfound.data.slices import parse_slices
-from medfound.data.sources import collect_sources
+from medfound.data.sources import collect_sources, may_be_volume
 from medfound.engine.distributed import resolve_device
 from medfound.errors import ConfigError, WeightsError
 from medfound.files import atomic_write
 from medfound.methods.classification import WEIGHTS_FILE as CLASSIFIER_FILE
 from medfound.methods.classification import load_classifier, probabilities
 from medfound.tasks.finetune_classify import reading_preset
-from medfound.tasks.inference import may_be_volume, run_over
+from medfound.tasks.inference import run_over
 
 log = logging.getLogger(__name__)
 

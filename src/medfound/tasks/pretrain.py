@@ -12,15 +12,21 @@ from pathlib import Path
 import torch
 
 from medfound.data import collect_sources
-from medfound.data.datasets import KeyedConcat, SliceSampledImageDataset
+from medfound.data.crops import CropSpec
+from medfound.data.datasets import KeyedConcat
+from medfound.data.labelled import IndexedTargets, LabelledImageDataset
+from medfound.data.labels import check_images_exist, read_label_csv
+from medfound.data.sources import patient_groups
 from medfound.data.tiles import RandomSlideTiles, TileOptions, plan_slides, split_slides
+from medfound.data.view_pairs import ViewPairDataset
 from medfound.engine.config import resolve_run_config
 from medfound.engine.distributed import RankFailure, distributed, local_rank, resolve_device
 from medfound.engine.loop_config import RESUMABLE_FIELDS
 from medfound.engine.trainer import TrainSummary, train
 from medfound.errors import ConfigError, skip_message
+from medfound.evaluation.pretraining_probe import ProbeTask
 from medfound.io.presets import get_preset
-from medfound.methods.simclr import SimCLR
+from medfound.methods.simclr import ProbedSimCLR, SimCLR
 from medfound.models import load_model
 from medfound.tasks.run_inputs import absolute_paths, fingerprint, shareable_provenance
 from medfound.tasks.simclr_config import SimCLRConfig
@@ -56,9 +62,17 @@ def pretrain_simclr(
         )
     config.validate()
     config = dataclasses.replace(
-        config, **absolute_paths({"data": config.data, "init": config.init})
+        config,
+        **absolute_paths({"data": config.data, "init": config.init, "eval_data": config.eval_data}),
     )
 
+    # one process group for planning and training (destroying and re-creating it between the
+    # two is a known NCCL hazard)
+    with distributed(resolve_device(config.device, local_rank())) as ctx:
+        return _pretrain(run_dir, config, resume, ctx)
+
+
+def _pretrain(run_dir: Path, config: SimCLRConfig, resume: bool, ctx) -> TrainSummary:
     init = None if config.init == "random" else config.init
     encoder = load_model(config.model, init, random_init=init is None, seed=config.seed)
     card = encoder.card
@@ -69,7 +83,9 @@ def pretrain_simclr(
         )
     if init is None:
         log.info("%s: initialised randomly (seed %d), as init: random asks", card.name, config.seed)
-    views = config.view_config()
+    # crops are cut in the workers from each image as decoded, then resized once (data/crops.py)
+    views = dataclasses.replace(config.view_config(), crop_in_worker=True)
+    crops = CropSpec(views.image_size, views.crop_scale, views.crop_ratio)
     preset = get_preset(config.preset, size=views.image_size)
     sources, problems = collect_sources(config.data)
     if not sources:
@@ -78,46 +94,61 @@ def pretrain_simclr(
     for source, reason in problems:
         log.warning("skipped %s", skip_message(source, reason))
     # a volume (CT, MR, multi-frame) gives a slice per visit, drawn anew every epoch; a whole
-    # slide gives tiles_per_slide random tissue tiles per epoch
+    # slide gives tiles_per_slide random tissue tiles per epoch; with MICLe, items are patients
     shape = {"spatial_dims": 2, "channels": 3, "native_size": views.image_size}
     slides, images = split_slides(sources)
-    dataset = SliceSampledImageDataset(images, preset, seed=config.seed, **shape)
+    groups = patient_groups(config.data, images) if config.micle_p > 0 else None
+    if groups is not None:
+        several = sum(len(g) > 1 for g in groups)
+        log.info("MICLe: %d patients, %d with several images", len(groups), several)
+    dataset = ViewPairDataset(
+        images, preset, crops, seed=config.seed, groups=groups, micle_p=config.micle_p
+    )
     if slides:
         tiles = RandomSlideTiles(
-            _plan_across_ranks(slides, _tile_options(config, views.image_size), problems, config),
+            _plan_across_ranks(ctx, slides, _tile_options(config, views.image_size), problems),
             preset,
             _tile_options(config, views.image_size),
             per_slide=config.tiles_per_slide,
             seed=config.seed,
+            views=crops,
             **shape,
         )
         dataset = KeyedConcat([dataset, tiles])
     if not len(dataset):
         found = "; ".join(skip_message(s, r) for s, r in problems) or "no usable images"
         raise ConfigError(f"data {config.data}: nothing to train on ({found})")
+    provenance = shareable_provenance(config, sources, encoder)
+    probe = _probe_data(config, preset, views.image_size) if config.eval_data else None
+    if probe is not None and config.validate_every is None:  # probed at every checkpoint
+        config = dataclasses.replace(config, validate_every=config.checkpoint_every)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # the head's initialisation, identical in every run
-        method = _simclr(encoder, views, config, shareable_provenance(config, sources, encoder))
+        method = _simclr(encoder, views, config, provenance, probe)
     summary = train(
-        method, dataset, config, run_dir, resume=resume, data_fingerprint=fingerprint(sources)
+        method,
+        dataset,
+        config,
+        run_dir,
+        resume=resume,
+        data_fingerprint=fingerprint(sources),
+        val_dataset=None if probe is None else probe["dataset"],
     )
     summary.skipped.update(dict(problems))
     return summary
 
 
-def _plan_across_ranks(slides: list, options: TileOptions, problems: list, config) -> list:
+def _plan_across_ranks(ctx, slides: list, options: TileOptions, problems: list) -> list:
     """Every slide's tile plan on every rank, each rank planning its share (under torchrun: a
     thousand slides planned once, not once per rank), in the order of `slides`."""
-    device = resolve_device(config.device, local_rank())
-    with distributed(device) as ctx:
-        mine, my_problems, failure = [], [], None
-        try:
-            mine = plan_slides(slides[ctx.rank :: ctx.world_size], options, my_problems)
-        except Exception as exc:  # said on every rank, so that none waits at the gather
-            if ctx.world_size == 1:
-                raise
-            failure = f"rank {ctx.rank} failed planning slides: {type(exc).__name__}: {exc}"
-        parts = ctx.gather((mine, my_problems, failure))
+    mine, my_problems, failure = [], [], None
+    try:
+        mine = plan_slides(slides[ctx.rank :: ctx.world_size], options, my_problems)
+    except Exception as exc:  # said on every rank, so that none waits at the gather
+        if ctx.world_size == 1:
+            raise
+        failure = f"rank {ctx.rank} failed planning slides: {type(exc).__name__}: {exc}"
+    parts = ctx.gather((mine, my_problems, failure))
     failures = [failure for _, _, failure in parts if failure]
     if failures:
         raise RankFailure(failures[0])
@@ -136,13 +167,31 @@ def _tile_options(config: SimCLRConfig, size: int) -> TileOptions:
     )
 
 
-def _simclr(encoder, views, config: SimCLRConfig, provenance: dict) -> SimCLR:
-    return SimCLR(
-        encoder.train(),
-        views,
-        temperature=config.temperature,
-        head_layers=config.head_layers,
-        head_hidden_dim=config.head_hidden_dim,
-        projection_dim=config.projection_dim,
-        provenance=provenance,
+def _simclr(encoder, views, config: SimCLRConfig, provenance: dict, probe) -> SimCLR:
+    settings = {
+        "temperature": config.temperature,
+        "head_layers": config.head_layers,
+        "head_hidden_dim": config.head_hidden_dim,
+        "projection_dim": config.projection_dim,
+        "provenance": provenance,
+    }
+    if probe is None:
+        return SimCLR(encoder.train(), views, **settings)
+    return ProbedSimCLR(
+        encoder.train(), views, probe=probe["task"], patients=probe["patients"], **settings
     )
+
+
+def _probe_data(config: SimCLRConfig, preset, size: int) -> dict:
+    """The labelled images probed while pretraining: their dataset (targets tagged with the item
+    index), the probe task and each item's patient; checked before training that both halves
+    of the patient split can be scored."""
+    table = read_label_csv(config.eval_data)
+    check_images_exist(table)
+    task = ProbeTask(table.kind, tuple(table.classes), seed=config.seed)
+    task.check(table.targets, table.patients, f"eval_data {config.eval_data}")
+    shape = {"spatial_dims": 2, "channels": 3, "native_size": size}
+    # a volume is probed by its middle slice
+    items = LabelledImageDataset(table, range(len(table)), preset, slices="middle", **shape)
+    log.info("probing the encoder on %d labelled images (%s)", len(table), table.kind)
+    return {"dataset": IndexedTargets(items), "task": task, "patients": table.patients}

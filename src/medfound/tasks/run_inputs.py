@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 # Fields that name files: they stay in the run folder's config.yaml, never in a file made to be shared.
-PATH_FIELDS = ("data", "val_data", "init")
+PATH_FIELDS = ("data", "val_data", "init", "eval_data")
 
 
 def absolute_paths(fields: dict) -> dict:
@@ -17,6 +17,8 @@ def absolute_paths(fields: dict) -> dict:
             fields[name] = [str(Path(p).absolute()) for p in fields[name]]
     if fields.get("init") not in (None, "random"):
         fields["init"] = str(Path(fields["init"]).absolute())
+    if fields.get("eval_data"):
+        fields["eval_data"] = str(Path(fields["eval_data"]).absolute())
     return fields
 
 

@@ -19,15 +19,36 @@ class SimCLRConfig(LoopConfig):
     model: str = setting(
         "resnetv2_50x1_bit.bit_m_in21k", "Backbone: any 2D RGB model (REMEDIS starts from BiT-M)"
     )
-    init: str = setting("random", "Weights to start from (as --weights takes), or random")
-    preset: Literal["path", "cxr"] = setting("path", "path (224) or cxr (448): reading, views")
+    init: str = setting(
+        "", "Weights to start from (as --weights takes; REMEDIS starts from BiT's), or random"
+    )
+    preset: Literal["path", "cxr"] = setting(
+        "path", "path or cxr (+ equalisation, elastic): reading and views, both at 224 (REMEDIS)"
+    )
     image_size: int | None = setting(None, "View side (none: the preset's)")
     temperature: float = setting(0.1, "NT-Xent temperature")
-    head_layers: int = setting(3, "Projection head layers (SimCLR v2: 3)")
+    eval_data: str | None = setting(
+        None,
+        "Labelled images (a label CSV: path, label column(s), optional patient) probed by k-NN and "
+        "logistic regression on the encoder every validate_every steps (none: no probing)",
+    )
+    micle_p: float = setting(
+        0.0,
+        "MICLe: chance that a pair is two images of one patient (data CSV with a patient or study "
+        "column; items are then patients)",
+    )
+    head_layers: int = setting(2, "Projection head layers (REMEDIS: 2; SimCLR v2: 3)")
+    lars_exclude: Literal["remedis", "norms"] = setting(
+        "remedis",
+        "Left out of weight decay and LARS adaptation: remedis (BatchNorm and biases, as REMEDIS "
+        "ran: BiT's GroupNorm decayed and adapted) or norms (every norm layer, biases, 1-D)",
+    )
     head_hidden_dim: int | None = setting(None, "Head width (none: the embedding's)")
     projection_dim: int = setting(128, "Projection size")
     color_strength: float | None = setting(None, "Colour jitter strength (none: preset's, 1.0)")
-    rotation_degrees: float | None = setting(None, "Rotation range (none: preset's)")
+    rotation_degrees: float | None = setting(
+        None, "Rotation +-degrees, every view (none: preset's, 0: REMEDIS never rotated)"
+    )
     equalize_p: float | None = setting(None, "Histogram equalisation p (none: preset's)")
     elastic_p: float | None = setting(None, "Elastic deformation p (none: preset's)")
     blur_p: float | None = setting(None, "Gaussian blur p (none: preset's, 0.5)")
@@ -52,6 +73,8 @@ class SimCLRConfig(LoopConfig):
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.image_size is not None and self.image_size < 16:
             raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
+        if not 0.0 <= self.micle_p <= 1.0:
+            raise ConfigError(f"micle_p must lie in [0, 1], got {self.micle_p}")
         if self.tiles_per_slide < 1:
             raise ConfigError(f"tiles_per_slide must be >= 1, got {self.tiles_per_slide}")
         if self.tile_mpp <= 0 or (self.slide_mpp is not None and self.slide_mpp <= 0):
@@ -61,6 +84,11 @@ class SimCLRConfig(LoopConfig):
         if not 0.0 <= self.min_tissue <= 1.0:
             raise ConfigError(f"min_tissue must lie in [0, 1], got {self.min_tissue}")
         self.view_config()  # the augmentation fields, checked before any model is built
+        if not self.init:  # REMEDIS always starts from BiT weights: a random start is asked for
+            raise ConfigError(
+                "init: name the starting weights (--init FILE; REMEDIS starts from BiT's), or say "
+                "--init random to pretrain from a random initialisation on purpose"
+            )
 
     def view_config(self):
         """The augmentation settings: the preset's, with this config's explicit values on top."""
