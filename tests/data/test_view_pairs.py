@@ -62,6 +62,30 @@ def test_the_smallest_crop_of_a_large_image_keeps_its_native_detail():
     assert _high_frequency_share(native) > 5 * _high_frequency_share(upsampled)
 
 
+def test_the_pretraining_views_of_a_large_image_are_cut_from_it_as_decoded(tmp_path):
+    # a 2000 x 1500 image of texture with an 8-px period; the smallest crops, through the dataset
+    y, x = np.mgrid[0:1500, 0:2000]
+    texture = 128 + 90 * np.sin(2 * np.pi * (x + y) / 8.0)
+    write_png(tmp_path / "big.png", texture.astype(np.uint8))
+    sources, _ = collect_sources([tmp_path / "big.png"])
+    smallest = CropSpec(224, scale=(0.08, 0.08), ratio=(1.0, 1.0))
+    pair = ViewPairDataset(sources, get_preset("path", size=224), smallest)[(0, 0)]["tensor"]
+    # the former path: stretched to 224 first (the texture falls below a pixel and is filtered
+    # out), then the same share cut and upsampled
+    stretched = torch.nn.functional.interpolate(
+        torch.from_numpy(texture / 255.0)[None, None].float(),
+        size=(224, 224),
+        antialias=True,
+        mode="bilinear",
+    )[0]
+    small = round(224 * 0.08**0.5)
+    upsampled = torch.nn.functional.interpolate(
+        stretched[None, :, :small, :small], size=(224, 224), mode="bicubic"
+    )[0].clamp(0, 1)
+    for view in pair:  # the texture survives (a 4-px period at 224) with most of its contrast
+        assert float(view[0].std()) > 0.15 and float(upsampled.std()) < 0.01
+
+
 @pytest.fixture
 def patients(tmp_path):
     """Images of three patients: A (3 images), B (1), C (a volume)."""

@@ -229,12 +229,16 @@ def test_cli_names_an_unknown_or_mistyped_config_field(tiles, tmp_path):
 
 def test_torchrun_two_processes_train_and_export(tiles, trained_run, tmp_path):
     run = tmp_path / "run"
-    args = _cli_args(tiles, run, "--max-steps", "3", "--workers", "0")[
+    probed = ["--eval-data", str(_eval_csv(tiles, tmp_path / "eval.csv")), "--validate-every", "3"]
+    args = _cli_args(tiles, run, "--max-steps", "3", "--workers", "0", *probed)[
         1:
     ]  # -m medfound.cli.main ...
     done = torchrun(*args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [row["step"] for row in _metrics(run)] == [1, 2, 3]
+    # each rank embedded its share of the labelled images; rank 0 scored them for both
+    (probe,) = [json.loads(line) for line in (run / "validation.jsonl").open()]
+    assert probe["step"] == 3 and probe["val_knn_auc"] > 0.9
     assert (run / "encoder.safetensors").exists()
     state = load_checkpoint(list_checkpoints(run)[-1])
     assert state["batches_consumed"] == 3
@@ -411,7 +415,7 @@ def test_the_encoder_is_probed_while_it_pretrains(tiles, tmp_path, caplog):
     overrides = {**TINY, "data": [str(tiles)], "max_steps": 4, "workers": 0}
     overrides |= {"eval_data": str(eval_data), "validate_every": 2}
     with caplog.at_level("INFO"):
-        summary = pretrain_simclr(tmp_path / "run", overrides=overrides)
+        pretrain_simclr(tmp_path / "run", overrides=overrides)
     rows = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").open()]
     assert [r["step"] for r in rows] == [2, 4]
     for row in rows:
@@ -419,8 +423,41 @@ def test_the_encoder_is_probed_while_it_pretrains(tiles, tmp_path, caplog):
         assert names <= set(row)
         assert row["val_knn_auc"] > 0.9  # immunohistochemistry against fundus: any encoder tells
         assert 0 <= row["val_linear_accuracy"] <= 1
-    assert summary.best_step in (2, 4)
     assert any("knn_auc" in r.message and "linear_auc" in r.message for r in caplog.records)
+    # a monitor: the encoder exported is the last one, whichever step probed best
+    last = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["model"]
+    with safe_open(str(tmp_path / "run" / "encoder.safetensors"), framework="pt") as fh:
+        key = next(k for k in fh.keys() if not k.startswith("extra/"))  # noqa: SIM118
+        torch.testing.assert_close(
+            fh.get_tensor(key), last[f"encoder.network.{key}"], rtol=0, atol=0
+        )
+    # early stopping on the probe, evaluated at every checkpoint when no cadence is given
+    stopping = {**overrides, "max_steps": 12, "checkpoint_every": 2, "early_stop_patience": 1}
+    del stopping["validate_every"]
+    stopped = pretrain_simclr(tmp_path / "stop", overrides=stopping)
+    assert stopped.stopped_early and stopped.step < 12
     one_class = _eval_csv(tiles, tmp_path / "one.csv", label=lambda p: "tissue")
     with pytest.raises(ConfigError, match=r"one\.csv: the train half of its 32 patients"):
         pretrain_simclr(tmp_path / "r2", overrides={**overrides, "eval_data": str(one_class)})
+
+
+def test_a_run_started_before_the_remedis_recipe_is_not_resumed(trained_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_run, old)
+    fields = yaml.safe_load((old / "config.yaml").read_text())
+    del fields["lars_exclude"]
+    (old / "config.yaml").write_text(yaml.safe_dump(fields))
+    with pytest.raises(ConfigError, match="started by an earlier medfound"):
+        pretrain_simclr(old, overrides={"progress": False}, resume=True)
+
+
+def test_the_run_config_holds_the_presets_view_settings(trained_run):
+    import yaml
+
+    fields = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert fields["image_size"] == 32 and fields["rotation_degrees"] == 0.0
+    assert fields["equalize_p"] == 0.0 and fields["blur_p"] == 0.5  # the path preset's

@@ -47,7 +47,7 @@ class LabelledImageDataset(Dataset):
             raise IndexError(f"indices outside the table's {len(table)} items")
         # items may be whole volumes read as slices: loaders should then take one item at a time
         self.holds_volumes = (
-            slices is not None
+            slices not in (None, "middle", 1)  # one slice per volume batches like an image
             and spatial_dims == 2
             and any(path_may_be_volume(table.images.item_id(int(i))) for i in self.indices)
         )

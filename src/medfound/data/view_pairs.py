@@ -58,15 +58,17 @@ class ViewPairDataset(Dataset):
             chosen = [int(i) for i in rng.choice(members, size=2, replace=False)]
         else:
             chosen = [int(rng.choice(members))] * 2
+        reading = chosen[0]  # the source being read, named if it fails
         try:
-            first = self._read(chosen[0], rng)
-            second = first if chosen[1] == chosen[0] else self._read(chosen[1], rng)
+            first = self._read(reading, rng)
+            reading = chosen[1]
+            second = first if chosen[1] == chosen[0] else self._read(reading, rng)
             tensor = view_pair(first, second, rng, self.views)
         except MedfoundError as exc:
-            return {"index": index, "source": self.sources[chosen[0]].id, "error": str(exc)}
+            return {"index": index, "source": self.sources[reading].id, "error": str(exc)}
         except Exception as exc:  # a library bug on one odd file must not end the whole run
             error = f"{type(exc).__name__}: {exc}"
-            return {"index": index, "source": self.sources[chosen[0]].id, "error": error}
+            return {"index": index, "source": self.sources[reading].id, "error": error}
         pair = [self.sources[i].id for i in chosen]
         return {"index": index, "source": pair[0], "tensor": tensor, "group": True, "pair": pair}
 

@@ -23,7 +23,7 @@ class LoopConfig:
     lr_scaling: Literal["linear", "sqrt", "none"] = setting(
         "linear", "linear or sqrt in batch/256, or none (lr as given)"
     )
-    weight_decay: float = setting(1e-6, "Weight decay (not on norms and biases)")
+    weight_decay: float = setting(1e-6, "Weight decay (not on what lars_exclude leaves out)")
     momentum: float = setting(0.9, "Momentum of lars and sgd")
     lars_exclude: Literal["norms", "remedis"] = setting(
         "norms",

@@ -199,6 +199,7 @@ class _Loop:
         show = config.progress and ctx.is_main
         metrics = MetricsLog(self.run_dir, state.step, config.tensorboard) if ctx.is_main else None
         self.val_log = None
+        self.val_headline = ""  # the last validation's figure, shown on the progress line
         if ctx.is_main and self.validator is not None:
             self.val_log = MetricsLog(self.run_dir, state.step, config.tensorboard, "validation")
         try:
@@ -227,7 +228,8 @@ class _Loop:
     def _export(self) -> list[Path]:
         """The method's artefacts, from the best validated weights when there was validation."""
         validation = self.state.validation
-        if self.validator is not None and validation.has_best:
+        best = getattr(self.method, "export_best", True)  # a monitor only (a probe): the last
+        if self.validator is not None and validation.has_best and best:
             path = best_weights_path(self.run_dir, validation.best_step)
             if not path.exists():  # only if removed by hand
                 raise ConfigError(f"{path}: the best validation's weights are missing")
@@ -257,7 +259,8 @@ class _Loop:
             out = self._step(rows, None if targets is None else targets[:n])
             summary.images += n * ctx.world_size
             if advance is not None:  # .item() waits for the device: only where a bar shows it
-                advance(1, n * ctx.world_size, f"loss {out.loss.item():.4f}")
+                shown = f"loss {out.loss.item():.4f}"
+                advance(1, n * ctx.world_size, f"{shown} | {self.val_headline}".rstrip(" |"))
             self._log(out, n * ctx.world_size, summary, metrics)
             last = state.step == self.total
             every = self.config.validate_every
@@ -310,6 +313,9 @@ class _Loop:
         updated."""
         state = self.state
         value = self.validator(state.module)
+        if value is None:  # not defined this time: logged, not counted
+            self._write_validation({"step": state.step, self.validator.name: None})
+            return
         factor = state.validation.lr_factor
         improved = state.validation.update(value, state.step, self.config)
         if state.validation.lr_factor != factor:  # a plateau decay applies from the next step on
@@ -326,15 +332,7 @@ class _Loop:
         name = self.validator.name
         row = {"step": state.step, name: value, f"best_{name}": state.validation.best}
         row["lr_factor"] = state.validation.lr_factor
-        row |= {f"val_{k}": v for k, v in self.validator.details.items()}
-        if self.val_log is not None:
-            self.val_log.write(row)
-            shown = {k: v for k, v in row.items() if k not in ("step", "lr_factor")}
-            log.info(
-                "step %d: %s",
-                state.step,
-                ", ".join(f"{k} {v:.4g}" if v is not None else f"{k} -" for k, v in shown.items()),
-            )
+        self._write_validation(row)
         if state.validation.stopped:
             log.info(
                 "early stopping at step %d: no improvement in %d validations (best %.6g at %d)",
@@ -343,6 +341,16 @@ class _Loop:
                 state.validation.best,
                 state.validation.best_step,
             )
+
+    def _write_validation(self, row: dict) -> None:
+        """A validation row (with the method's other figures) to the log, and a line saying it."""
+        row = row | {f"val_{k}": v for k, v in self.validator.details.items()}
+        shown = {k: v for k, v in row.items() if k not in ("step", "lr_factor")}
+        texts = [f"{k} {v:.4g}" if v is not None else f"{k} -" for k, v in shown.items()]
+        self.val_text, self.val_headline = ", ".join(texts), texts[0]
+        if self.val_log is not None:
+            self.val_log.write(row)
+            log.info("step %d: %s", row["step"], self.val_text)
 
     def _checkpoint(self) -> None:
         content = self.state.state_dict(self.ctx)  # collective: every rank's part is gathered

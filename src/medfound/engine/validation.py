@@ -117,6 +117,8 @@ class Validator:
         # What validation rows call the figure: val_loss, or val_<score> of a supervised method.
         self.name = f"val_{method.score_name}" if self.scored else "val_loss"
         items = getattr(method, "validation_items", items)
+        if self.scored:  # a rank's share of a global batch: no rank embeds a whole one alone
+            items = max(1, items // ctx.world_size)
         self.forward_size = max(items, 1)  # images per forward, however many a chunk holds
         if getattr(dataset, "holds_volumes", False):  # a chunk is one volume's slices, not a batch
             items = 1
@@ -129,15 +131,19 @@ class Validator:
         )
 
     @torch.no_grad()
-    def __call__(self, module: nn.Module) -> float:
+    def __call__(self, module: nn.Module) -> float | None:
         """The validation figure over the whole validation set (all ranks), `module` in eval mode:
-        the mean loss per sample, or the method's score."""
+        the mean loss per sample, or the method's score (None: a score that is not defined on
+        these outputs, said in a warning)."""
         was_training = module.training
         module.eval()
         try:
             value = self._score(module) if self.scored else self._mean_loss(module)
         finally:
             module.train(was_training)
+        if value is None:
+            log.warning("%s is not defined at this validation; it is not counted", self.name)
+            return None
         if not math.isfinite(value):
             raise ConfigError(
                 f"{self.name} is {value}: training diverged (lower --lr, or clip gradients "
@@ -202,11 +208,13 @@ class Validator:
         if not chunks:
             raise ImageReadError("validation: no readable item in the validation data")
         chunks.sort(key=lambda part: part[0])
-        score = self.method.score([part[1] for part in chunks], [part[2] for part in chunks])
+        outputs, targets = [part[1] for part in chunks], [part[2] for part in chunks]
+        # scored once, on rank 0, and shared: every rank then decides alike (best, early stop)
+        score = self.ctx.on_main(lambda: self.method.score(outputs, targets))
         if isinstance(score, dict):  # the figure, and others logged beside it
             self.details = {k: v for k, v in score.items() if k != self.method.score_name}
             score = score[self.method.score_name]
-        return float(score)
+        return None if score is None else float(score)
 
 
 def prepare(method, images: torch.Tensor, seed: int, targets, device) -> object:

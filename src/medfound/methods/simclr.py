@@ -92,11 +92,13 @@ class ProbedSimCLR(SimCLR):
     """SimCLR whose validation probes the encoder on labelled images (SimCLR TF2's
     `lineareval_while_pretraining`): their embeddings, a k-NN and a linear probe fitted on one half
     of their patients and scored on the other (evaluation/pretraining_probe.py). The validation
-    figure is the k-NN's macro AUC; the linear probe's and the accuracies are logged beside it.
+    figure is the k-NN's macro AUC (early stopping watches it); the linear probe's and the
+    accuracies are logged beside it. The encoder exported is the last one.
     Targets come as IndexedTargets packs them (the item index last); `patients` is per item."""
 
     score_name = "knn_auc"
     higher_is_better = True
+    export_best = False  # a monitor: the encoder exported is the last, not the best probed
 
     def __init__(self, *args, probe: ProbeTask, patients: np.ndarray, **kwargs):
         super().__init__(*args, **kwargs)
@@ -110,15 +112,16 @@ class ProbedSimCLR(SimCLR):
     def score(self, outputs: list, targets: list) -> dict:
         """The probes' figures on the test half, {knn_auc, linear_auc, ...}."""
         embeddings = torch.cat(outputs).numpy()
+        if not np.isfinite(embeddings).all():
+            raise ConfigError(
+                "the encoder's embeddings of the evaluation data are not finite: training "
+                "diverged (lower --lr, or clip gradients with --clip-grad-norm)"
+            )
         packed = torch.cat([t.cpu() for t in targets]).numpy()
         items = packed[:, -1].astype(np.int64)
         labels = (
             packed[:, 0].astype(np.int64) if self.probe.kind == "multiclass" else packed[:, :-1]
         )
-        figures = probe_figures(embeddings, labels, self.patients[items], self.probe)
-        if figures[self.score_name] is None:
-            raise ConfigError(
-                "the probe's k-NN AUC is undefined on the evaluation data's test half (a class "
-                "without both positive and negative items there): give more labelled patients"
-            )
-        return figures
+        # a figure that is undefined (unreadable items left a class out of a half) is None: the
+        # validation is logged and not counted
+        return probe_figures(embeddings, labels, self.patients[items], self.probe)

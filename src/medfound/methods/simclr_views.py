@@ -2,7 +2,8 @@
 
 Order and defaults follow the original (REFERENCE.md section 2): optional histogram equalisation (on
 grayscale, returned as 3-channel gray), optional elastic deformation, optional rotation, random resized
-crop (area 0.08-1, aspect 3/4-4/3, bicubic), horizontal flip, colour jitter (p 0.8, strength s:
+crop (area 0.08-1, aspect 3/4-4/3, bicubic; with `crop_in_worker`, cut before all of these, in the
+workers, from the image as decoded: data/crops.py), horizontal flip, colour jitter (p 0.8, strength s:
 brightness, contrast, saturation in [1 - 0.8s, 1 + 0.8s], hue +-0.2s, clipped), grayscale (p 0.2),
 Gaussian blur (p 0.5, sigma 0.1-2, kernel about a tenth of the side). REMEDIS pretrained at 224 and
 never rotated (its rotation is a fine-tuning option, applied to every image when enabled): the `cxr`

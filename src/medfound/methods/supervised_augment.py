@@ -1,9 +1,11 @@
 """Standard supervised augmentation on the device: random flips and a small random crop resized
 back to the input size, for 2D images and 3D volumes alike, one affine resampling per batch.
 
-REMEDIS fine-tunes with crop and flip only (no colour or blur); for volumes every spatial axis may
-flip. kornia's RandomResizedCrop is 2D only, and its 3D augmentations would need one call per kind:
-a single `affine_grid` + `grid_sample` does crop and flips for any dimensionality in one pass.
+REMEDIS fine-tunes with crop and flip (no colour or blur), and rotation when asked (here
+`rotation_degrees`, 2D, in the same resampling; corners take the border's pixels); for volumes
+every spatial axis may flip. kornia's RandomResizedCrop is 2D only, and its 3D augmentations
+would need one call per kind: a single `affine_grid` + `grid_sample` does crop and flips for any
+dimensionality in one pass.
 """
 
 import torch

@@ -121,6 +121,10 @@ class ClassifyConfig(LoopConfig):
             raise ConfigError(f"freeze_until must be in -1..4, got {self.freeze_until}")
         if not 0 <= self.rotation_degrees <= 180:
             raise ConfigError(f"rotation_degrees must be in [0, 180], got {self.rotation_degrees}")
+        if self.rotation_degrees and not self.augment:
+            raise ConfigError(
+                "rotation_degrees is an augmentation: it needs augment (not --no-augment)"
+            )
         if not 0 < self.min_crop_scale <= 1:
             raise ConfigError(f"min_crop_scale must be in (0, 1], got {self.min_crop_scale}")
         for name in ("val_fraction", "test_fraction"):

@@ -51,6 +51,8 @@ def pretrain_simclr(
     """
     run_dir = Path(run_dir)
     overrides = absolute_paths(overrides or {})
+    if resume:
+        _check_recipe_version(run_dir)
     if config is None:
         config = resolve_run_config(
             SimCLRConfig,
@@ -60,11 +62,17 @@ def pretrain_simclr(
             resume=resume,
             may_change=RESUMABLE_FIELDS,
         )
+    if config.eval_data and config.validate_every is None:  # probed at every checkpoint
+        config = dataclasses.replace(config, validate_every=config.checkpoint_every)
     config.validate()
     config = dataclasses.replace(
         config,
         **absolute_paths({"data": config.data, "init": config.init, "eval_data": config.eval_data}),
     )
+    # the preset's view settings written into the run's config: a later change of a preset's
+    # defaults cannot change what a resumed run does
+    resolved = config.view_config()
+    config = dataclasses.replace(config, **{n: getattr(resolved, n) for n in VIEW_FIELDS})
 
     # one process group for planning and training (destroying and re-creating it between the
     # two is a known NCCL hazard)
@@ -87,6 +95,8 @@ def _pretrain(run_dir: Path, config: SimCLRConfig, resume: bool, ctx) -> TrainSu
     views = dataclasses.replace(config.view_config(), crop_in_worker=True)
     crops = CropSpec(views.image_size, views.crop_scale, views.crop_ratio)
     preset = get_preset(config.preset, size=views.image_size)
+    # the labelled images first: a set the probe cannot score is refused before any slide is planned
+    probe = _probe_data(config, preset, views.image_size) if config.eval_data else None
     sources, problems = collect_sources(config.data)
     if not sources:
         found = "; ".join(skip_message(s, r) for s, r in problems) or "no supported image files"
@@ -101,6 +111,11 @@ def _pretrain(run_dir: Path, config: SimCLRConfig, resume: bool, ctx) -> TrainSu
     if groups is not None:
         several = sum(len(g) > 1 for g in groups)
         log.info("MICLe: %d patients, %d with several images", len(groups), several)
+        if not several:
+            log.warning(
+                "MICLe: no patient has several images (do the CSV's paths match the data?); "
+                "every pair is two crops of one image"
+            )
     dataset = ViewPairDataset(
         images, preset, crops, seed=config.seed, groups=groups, micle_p=config.micle_p
     )
@@ -119,9 +134,6 @@ def _pretrain(run_dir: Path, config: SimCLRConfig, resume: bool, ctx) -> TrainSu
         found = "; ".join(skip_message(s, r) for s, r in problems) or "no usable images"
         raise ConfigError(f"data {config.data}: nothing to train on ({found})")
     provenance = shareable_provenance(config, sources, encoder)
-    probe = _probe_data(config, preset, views.image_size) if config.eval_data else None
-    if probe is not None and config.validate_every is None:  # probed at every checkpoint
-        config = dataclasses.replace(config, validate_every=config.checkpoint_every)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # the head's initialisation, identical in every run
         method = _simclr(encoder, views, config, provenance, probe)
@@ -136,6 +148,37 @@ def _pretrain(run_dir: Path, config: SimCLRConfig, resume: bool, ctx) -> TrainSu
     )
     summary.skipped.update(dict(problems))
     return summary
+
+
+VIEW_FIELDS = (
+    "image_size",
+    "color_strength",
+    "rotation_degrees",
+    "equalize_p",
+    "elastic_p",
+    "blur_p",
+)
+# Settings that runs started before the REMEDIS recipe (projection head with biases, cxr views at
+# 448 with rotation, crops on the device, every norm left out of LARS) did not save.
+_RECIPE_FIELD = "lars_exclude"
+
+
+def _check_recipe_version(run_dir: Path) -> None:
+    """Refuse to resume a run started before the REMEDIS recipe: its head, views and LARS rule
+    differ from what this version would run (and its checkpoints would not load)."""
+    import yaml
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return  # the run folder check says what is missing
+    fields = yaml.safe_load(saved.read_text()) or {}
+    if isinstance(fields, dict) and _RECIPE_FIELD not in fields:
+        raise ConfigError(
+            f"--resume: {run_dir} was started by an earlier medfound (projection head with "
+            "biases, cxr views at 448 with rotation, crops on the device, every norm left out of "
+            "LARS); this version runs REMEDIS's recipe and cannot continue it: finish it with the "
+            "version that started it, or start a new run"
+        )
 
 
 def _plan_across_ranks(ctx, slides: list, options: TileOptions, problems: list) -> list:
