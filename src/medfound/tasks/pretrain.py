@@ -29,7 +29,7 @@ from medfound.io.presets import get_preset
 from medfound.methods.simclr import ProbedSimCLR, SimCLR
 from medfound.models import load_model
 from medfound.tasks.run_inputs import absolute_paths, fingerprint, shareable_provenance
-from medfound.tasks.simclr_config import SimCLRConfig
+from medfound.tasks.simclr_config import VIEW_FIELDS, SimCLRConfig
 
 __all__ = ["SimCLRConfig", "fingerprint", "pretrain_simclr", "shareable_provenance"]
 
@@ -150,14 +150,6 @@ def _pretrain(run_dir: Path, config: SimCLRConfig, resume: bool, ctx) -> TrainSu
     return summary
 
 
-VIEW_FIELDS = (
-    "image_size",
-    "color_strength",
-    "rotation_degrees",
-    "equalize_p",
-    "elastic_p",
-    "blur_p",
-)
 # Settings that runs started before the REMEDIS recipe (projection head with biases, cxr views at
 # 448 with rotation, crops on the device, every norm left out of LARS) did not save.
 _RECIPE_FIELD = "lars_exclude"

@@ -10,6 +10,16 @@ from medfound.engine.config import setting
 from medfound.engine.loop_config import LoopConfig
 from medfound.errors import ConfigError
 
+# The fields that override the preset's views (methods/simclr_views.py's ViewConfig).
+VIEW_FIELDS = (
+    "image_size",
+    "color_strength",
+    "rotation_degrees",
+    "equalize_p",
+    "elastic_p",
+    "blur_p",
+)
+
 
 @dataclass
 class SimCLRConfig(LoopConfig):
@@ -92,15 +102,7 @@ class SimCLRConfig(LoopConfig):
 
     def view_config(self):
         """The augmentation settings: the preset's, with this config's explicit values on top."""
-        names = (
-            "image_size",
-            "color_strength",
-            "rotation_degrees",
-            "equalize_p",
-            "elastic_p",
-            "blur_p",
-        )
-        overrides = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        overrides = {n: getattr(self, n) for n in VIEW_FIELDS if getattr(self, n) is not None}
         from medfound.methods.simclr_views import preset_views  # torch and kornia: only when used
 
         return preset_views(self.preset, **overrides)
