@@ -178,3 +178,16 @@ def test_pairs_cropped_in_the_workers_are_laid_out_as_views_and_not_cropped_agai
     torch.testing.assert_close(views, torch.cat([pairs[0::2], pairs[1::2]]))  # [view-1; view-2]
     with pytest.raises(ValueError, match="come in twos"):
         aug(pairs[:5], seed=0)
+
+
+def test_the_elastic_deformation_moves_pixels_as_far_as_the_readme_says():
+    # the cxr preset's elastic step at p 1 on a coordinate ramp: output - input is the displacement
+    config = preset_views("cxr", image_size=224, elastic_p=1.0)
+    elastic = SimCLRViews(config).steps["elastic"]
+    torch.manual_seed(0)
+    y, x = torch.meshgrid(torch.arange(224.0), torch.arange(224.0), indexing="ij")
+    ramp = torch.stack([x, y, x]).expand(16, 3, 224, 224) / 223.0
+    moved = (elastic(ramp) - ramp)[:, :2, 32:-32, 32:-32] * 223.0  # away from the border
+    distance = moved.pow(2).sum(1).sqrt()
+    assert 1.0 < float(distance.mean()) < 1.7  # README: 1.3 px on average at 224
+    assert 2.5 < float(distance.flatten().quantile(0.99)) < 3.8  # README: 3.1 px
