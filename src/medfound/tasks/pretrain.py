@@ -120,10 +120,11 @@ def _pretrain(run_dir: Path, config: SimCLRConfig, resume: bool, ctx) -> TrainSu
         images, preset, crops, seed=config.seed, groups=groups, micle_p=config.micle_p
     )
     if slides:
+        options = _tile_options(config, views.image_size)
         tiles = RandomSlideTiles(
-            _plan_across_ranks(ctx, slides, _tile_options(config, views.image_size), problems),
+            _plan_across_ranks(ctx, slides, options, problems),
             preset,
-            _tile_options(config, views.image_size),
+            options,
             per_slide=config.tiles_per_slide,
             seed=config.seed,
             views=crops,
