@@ -49,7 +49,29 @@ def test_models_lists_every_registered_card_with_its_contract():
     for row, card in zip(rows, cards, strict=True):
         size = card.input_size
         size = "x".join(map(str, size)) if isinstance(size, tuple) else f"{size}x{size}"
-        assert row[1:5] == [card.modality, size, str(card.embedding_dim), card.preset]
+        assert row[1:6] == [card.family, card.modality, size, str(card.embedding_dim), card.preset]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--modality", "pathology"], lambda c: "pathology" in c.modality.lower()),
+        (["--family", "vit"], lambda c: c.family == "vit"),
+        (
+            ["--modality", "ct", "--family", "genesis"],  # a word: not the ct of "abstract"
+            lambda c: c.name in ("unet3d_genesis.chest_ct", "unet3d_genesis_w8.mri"),
+        ),
+        (
+            ["--modality", "X-RAY", "-f", "*rad*"],
+            lambda c: c.name == "vit_base_patch14_dinov2.rad_dino",
+        ),
+    ],
+)
+def test_models_filter_by_modality_and_family(options, expected):
+    result = _invoke("models", *options)
+    assert result.exit_code == 0
+    listed = [row[0] for row in _cells(result.output)]
+    assert listed == [c.name for c in list_models() if expected(c)] and listed
 
 
 @pytest.mark.parametrize(
@@ -68,7 +90,7 @@ def test_models_filter_lists_exactly_the_matching_cards(pattern, expected):
 
 
 @pytest.mark.parametrize(
-    "name", ["cxr-152x2-remedis-m", "unet3d_genesis.chest_ct", "timm:resnet18"]
+    "name", ["cxr-152x2-remedis-m", "unet3d_genesis.chest_ct", "timm:resnet18", "virchow2"]
 )
 def test_models_show_prints_the_whole_card(name):
     card = get_card(name)
@@ -84,6 +106,9 @@ def test_models_show_prints_the_whole_card(name):
     if name == "cxr-152x2-remedis-m":
         assert shown["aliases"] == name
         assert "PhysioNet" in shown["weights_source"] and "[-1, 1]" in shown["input_contract"]
+    if name == "virchow2":
+        assert "registers skipped" in shown["embedding definition"]
+        assert shown["register_tokens"] == "4" and "CC-BY-NC-ND" in shown["licence"]
 
 
 SIMCLR = ["pretrain", "simclr", "--out", "{tmp}/run", "--data", "{tmp}/imgs"]
@@ -91,7 +116,7 @@ EMBED = ["embed", "{tmp}/imgs", "-o", "{tmp}/out"]
 # case -> (arguments, with {tmp} for the test's folder; what the one error line must say)
 USER_ERRORS = {
     "unknown model": (["models", "show", "nosuchmodel"], "unknown model 'nosuchmodel'"),
-    "empty filter": (["models", "--filter", "zzz*"], "no registered model matches 'zzz*'"),
+    "empty filter": (["models", "--filter", "zzz*"], "no registered model matches name 'zzz*'"),
     "no weights": ([*EMBED, "-m", "cxr-50x1-remedis-m"], "'cxr-50x1-remedis-m' needs weights"),
     "missing weights": (
         [*EMBED, "-m", "timm:resnet18", "-w", "{tmp}/none.safetensors"],

@@ -52,9 +52,9 @@ def test_multilabel_targets_are_float_vectors_with_nan(tmp_path):
 def test_resized_to_the_model_and_channels_repeated(tmp_path):
     table, paths = _table(tmp_path, "multiclass")
     shape = {"spatial_dims": 2, "channels": 3, "native_size": 8}
-    dataset = LabelledImageDataset(table, [1], get_preset("cxr"), **shape)
-    # the cxr preset's own size (448) wins over the model's native size
-    assert dataset[0]["tensor"].shape == (3, 448, 448)
+    dataset = LabelledImageDataset(table, [1], get_preset("cxr", size=12), **shape)
+    # a size given to the preset wins over the model's native size
+    assert dataset[0]["tensor"].shape == (3, 12, 12)
     dataset = LabelledImageDataset(table, [1], get_preset("auto"), **shape)
     tensor = dataset[0]["tensor"]
     assert tensor.shape == (3, 8, 8)

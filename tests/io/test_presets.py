@@ -3,7 +3,7 @@ import pytest
 
 from medfound.errors import ConfigError, ImageReadError
 from medfound.io import MedicalImage, get_preset, preprocess
-from medfound.io.presets import PRESETS, resolve_auto, to_unit_range
+from medfound.io.presets import PRESETS, Resize, resolve_auto, to_unit_range
 
 
 def _image(array, **kw):
@@ -59,6 +59,35 @@ def test_crop_fit_keeps_aspect():
     out = _run(_image(left_half_bright, value_range=(0, 1)), get_preset("cxr", size=10, fit="crop"))
     assert out.shape == (3, 10, 10)
     assert float(out[0, :, :4].mean()) == pytest.approx(1.0) and float(out[0, :, -4:].mean()) == 0.0
+
+
+def test_the_models_recipe_applies_unless_the_preset_says_otherwise():
+    # a 12 x 20 image whose left and right quarters differ: a centre crop keeps neither
+    array = np.full((1, 12, 20), 0.5)
+    array[..., :5], array[..., 15:] = 0.0, 1.0
+    image = _image(array, value_range=(0, 1))
+    recipe = Resize("crop", crop_pct=0.5, interpolation="bicubic")
+    shape = {"spatial_dims": 2, "channels": 1, "native_size": 6, "native_resize": recipe}
+    # short side to floor(6 / 0.5) = 12: the image as it is; its centre 6 x 6 is all 0.5
+    out = preprocess(image, get_preset("cxr"), **shape)
+    assert out.shape == (1, 6, 6) and np.allclose(out, 0.5)
+    # the preset's own fit wins: the whole width squeezed in, quarters included
+    stretched = preprocess(image, get_preset("cxr", fit="stretch"), **shape)
+    assert stretched[0, :, 0].max() < 0.2 and stretched[0, :, -1].min() > 0.8
+
+
+@pytest.mark.parametrize(("offset", "first_row"), [("round", 2), ("floor", 1)])
+def test_crop_offset_of_an_odd_margin(offset, first_row):
+    # 9 rows x 6 columns, each row holding its number / 10; a 6 x 6 centre crop leaves 3 rows:
+    # torchvision's corner is round(1.5) = 2, Hugging Face's floor(1.5) = 1
+    rows = np.repeat(np.arange(9, dtype=np.float32)[:, None], 6, axis=1)[None] / 10
+    recipe = Resize("crop", crop_offset=offset)
+    out = preprocess(
+        _image(rows, value_range=(0, 1)), get_preset("cxr"),
+        spatial_dims=2, channels=1, native_size=6, native_resize=recipe,
+    )  # fmt: skip
+    assert out.shape == (1, 6, 6)
+    assert float(out[0, 0, 0]) == pytest.approx(first_row / 10)
 
 
 def test_auto_picks_by_modality():

@@ -26,6 +26,7 @@ def test_preprocess_args_fit_preprocess():
         "channels": 1,
         "native_size": (64, 64, 32),
         "native_spacing": (2.0, 2.0, 2.0),
+        "native_resize": None,
     }
     image = MedicalImage(np.zeros((1, 8, 8, 8), np.float32), "x", spacing=(1.0, 1.0, 1.0))
     out = preprocess(image, get_preset("ct"), **card.preprocess_args())

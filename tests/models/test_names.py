@@ -36,7 +36,12 @@ def test_wildcards_filter_names_and_aliases():
         "unet3d_genesis.chest_ct",
         "unet3d_genesis_w8.mri",
     ]
-    assert len(list_models("resnetv2_*")) == 12 and list_models("vit*") == []
+    assert len(list_models("resnetv2_*")) == 12 and list_models("nothing*") == []
+    assert [c.name for c in list_models("*dinov2*")] == [
+        "vit_giant_patch14_dinov2.prov_gigapath",
+        "vit_giant_patch14_reg4_dinov2.h_optimus_0",
+        "vit_base_patch14_dinov2.rad_dino",
+    ]
 
 
 def test_cli_filters_and_shows_aliases():
@@ -49,6 +54,6 @@ def test_cli_filters_and_shows_aliases():
     assert shown.exit_code == 0 and "resnetv2_50x1_bit.remedis_cxr_m" in shown.stdout
     assert "cxr-50x1-remedis-m" in shown.stdout.split("aliases")[1]
     none = runner.invoke(app, ["models", "--filter", "nothing*"])
-    assert none.exit_code == 2 and "no registered model matches 'nothing*'" in none.output
+    assert none.exit_code == 2 and "no registered model matches name 'nothing*'" in none.output
     with pytest.raises(UnknownModelError):
         get_card("nothing")

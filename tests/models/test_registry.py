@@ -7,8 +7,25 @@ from medfound.models.unet2d import UNet2D
 from medfound.models.unet3d import UNet3D
 
 REGISTERED = [c.name for c in list_models()]
-# A real forward for one card per architecture; every card is checked on the meta device.
-ONE_PER_ARCHITECTURE = list({c.architecture: c.name for c in list_models()}.values())
+# A real forward for one card per architecture; every card is checked on the meta device. The
+# transformers (up to 1.1 B parameters) run for real at a tiny width in test_vit_layouts.py.
+ONE_PER_ARCHITECTURE = list(
+    {c.architecture: c.name for c in list_models() if c.family != "vit"}.values()
+)
+VIT = {
+    "vit_large_patch16_224.uni_mass100k",
+    "vit_giant_patch14_224.uni2_h",
+    "vit_huge_patch14_224.virchow",
+    "vit_huge_patch14_224.virchow2",
+    "vit_giant_patch14_dinov2.prov_gigapath",
+    "vit_giant_patch14_reg4_dinov2.h_optimus_0",
+    "vit_base_patch16_224.phikon",
+    "vit_large_patch16_224.phikon_v2",
+    "swin_tiny_patch4_window7_224.ctranspath",
+    "vit_base_patch14_dinov2.rad_dino",
+    "vit_base_patch16_224.biomedclip",
+    "samvit_base_patch16.medsam",
+}
 GENERIC = ["timm:resnet18", "monai:resnet10", "monai:densenet121", "simclr:r50x2"]
 
 
@@ -22,6 +39,7 @@ def test_registry_has_the_documented_models():
         }
         | {f"resnetv2_{w}_bit.bit_{i}" for i in ("s_in1k", "m_in21k") for w in ("50x1", "152x2")}
         | {"unet3d_genesis.chest_ct", "unet3d_genesis_w8.mri", "unet2d_genesis.resnet18"}
+        | VIT
     )
     assert expected == set(REGISTERED)
     assert get_card("cxr-50x1-remedis-m").input_size == 448
@@ -36,6 +54,7 @@ def _built_architecture(network: torch.nn.Module) -> str:
     if isinstance(network, UNet2D):
         assert network.encoder_name == "resnet18"  # the encoder of Genesis 2D
         return "unet2d-genesis"
+    network = getattr(network, "trunk", network)  # a CLIP tower's trunk
     return network.pretrained_cfg["architecture"]  # what timm says it created
 
 
@@ -56,7 +75,9 @@ def test_every_card_describes_its_own_network(card):
     first = next(m for m in model.network.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
     assert isinstance(first, conv) and first.in_channels == card.in_channels
     assert embedding.shape == (2, card.embedding_dim)
-    assert stages[-1].shape[:2] == (2, card.embedding_dim) and stages[-1].ndim == 2 + len(size)
+    if card.family != "vit":  # a transformer's embedding is not its last stage map pooled
+        assert stages[-1].shape[:2] == (2, card.embedding_dim)
+    assert stages[-1].ndim == 2 + len(size)
     assert len(stages) == len(model.stage_names)
     contract = (1, card.in_channels) + (1,) * card.spatial_dims  # normalisation per input channel
     assert model.input_mean.shape == model.input_std.shape == contract

@@ -1,4 +1,5 @@
 import csv
+import json
 import logging
 import os
 import re
@@ -12,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from medfound.errors import ConfigError
+from medfound.io import get_preset
+from medfound.models import get_card
 from medfound.tasks import embed as embed_module
 from medfound.tasks.embed import EmbedOptions, embed
 from tests.distributed import torchrun
@@ -521,3 +524,46 @@ def test_volume_items_are_loaded_one_at_a_time_and_joined_into_model_batches():
     assert [b["tensor"].shape[0] for b in joined] == [4, 5, 2]
     assert joined[0]["errors"] == [("bad", "why")]
     assert [i["source"] for b in joined for i in b["items"]] == ["3-0", "1-0", "5-0", "2-0"]
+
+
+def test_runs_record_the_preset_as_runs_did_before_presets_left_the_size_to_the_model():
+    from medfound.io.presets import Preset
+    from medfound.tasks.embed import _resolved
+
+    # what an embedding made before this change recorded, so that it still resumes
+    before = Preset("cxr", intensity="range", colour="gray", size=448, fit="stretch")
+    assert (
+        _resolved(get_preset("cxr"), get_card("cxr-50x1-remedis-m")).to_json() == before.to_json()
+    )
+    assert json.loads(_resolved(get_preset("path"), get_card("uni")).to_json())["fit"] == "crop"
+
+
+@pytest.mark.parametrize(
+    ("name", "tile_size", "mpp"),
+    [
+        ("prov-gigapath", 256, 0.5),
+        ("uni", 224, 0.5),
+        ("ctranspath", 224, 0.5),
+        ("phikon", 224, 0.5),
+    ],
+)
+def test_slide_tiles_take_the_models_magnification_and_resize(name, tile_size, mpp):
+    from medfound.tasks.embed import _tile_options
+
+    # Prov-GigaPath resizes to 256 and crops 224: tiles of 256 px keep its 0.5 um/px
+    options = _tile_options(EmbedOptions(), get_card(name))
+    assert (options.tile_size, options.mpp) == (tile_size, mpp)
+    assert _tile_options(EmbedOptions(tile_mpp=1.0, image_size=300), get_card(name)).mpp == 1.0
+
+
+def test_a_transformer_with_fixed_position_embeddings_refuses_another_size_up_front(tmp_path):
+    image_folder(tmp_path / "imgs", n=1, size=32)
+    options = EmbedOptions(image_size=448, progress=False)
+    with pytest.raises(ConfigError, match="takes 224 px images only"):
+        embed(
+            [tmp_path / "imgs"],
+            tmp_path / "e.parquet",
+            model_name="phikon",
+            random_init=True,
+            options=options,
+        )

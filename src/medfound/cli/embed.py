@@ -20,7 +20,12 @@ def embed_command(
         help="Model name, see `medfound models` (default: the weight file's card)",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output Parquet file (resumed if present)"),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help="Local weight file"),
+    weights: Path | None = typer.Option(
+        None,
+        "--weights",
+        "-w",
+        help="Local weight file, or a model folder as downloaded from a hub",
+    ),
     random_init: bool = typer.Option(False, "--random-init", help="Use random weights on purpose"),
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
@@ -44,8 +49,10 @@ def embed_command(
     slice_axis: int | None = typer.Option(
         None, "--slice-axis", help="0, 1 or 2 (default: the acquisition axis, largest spacing)"
     ),
-    tile_mpp: float = typer.Option(
-        0.5, "--tile-mpp", help="Whole slides: micrometres per pixel of the tiles"
+    tile_mpp: float | None = typer.Option(
+        None,
+        "--tile-mpp",
+        help="Whole slides: micrometres per pixel of the tiles (default: the model's, else 0.5)",
     ),
     tile_overlap: float = typer.Option(0.0, "--tile-overlap", help="Whole slides: tile overlap"),
     min_tissue: float = typer.Option(

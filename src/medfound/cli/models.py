@@ -1,5 +1,7 @@
 """`medfound models` and `medfound models show NAME`."""
 
+import re
+
 import typer
 from rich.table import Table
 
@@ -16,6 +18,12 @@ def list_all(
     pattern: str | None = typer.Option(
         None, "--filter", "-f", help="Shell wildcards on names or aliases, e.g. 'resnetv2_50x1*'"
     ),
+    modality: str | None = typer.Option(
+        None, "--modality", help="Models whose modality mentions this, e.g. pathology, CT"
+    ),
+    family: str | None = typer.Option(
+        None, "--family", help="Models of one builder family: bit, vit, genesis, genesis2d"
+    ),
 ) -> None:
     """List the registered models (timm:NAME and monai:NAME reach any other)."""
     if ctx.invoked_subcommand is not None:
@@ -24,17 +32,34 @@ def list_all(
     from medfound.models import list_models
 
     cards = list_models(pattern)
+    if modality:  # a whole word of the card's modality ("CT" is not in "abstract")
+        word = re.compile(rf"\b{re.escape(modality)}\b", re.IGNORECASE)
+        cards = [card for card in cards if word.search(card.modality)]
+    if family:
+        cards = [card for card in cards if card.family == family]
     if not cards:
-        raise UnknownModelError(f"no registered model matches {pattern!r}")
+        asked = {"name": pattern, "modality": modality, "family": family}
+        raise UnknownModelError(
+            "no registered model matches "
+            + ", ".join(f"{key} {value!r}" for key, value in asked.items() if value)
+        )
     table = Table(title="medfound models (plus timm:NAME, monai:NAME)")
     table.add_column("name", no_wrap=True)
-    for column in ("modality", "input", "embedding", "preset", "weights from"):
+    for column in ("family", "modality", "input", "embedding", "preset", "weights from"):
         table.add_column(column)
     for card in cards:
         size = card.input_size
         size = "x".join(map(str, size)) if isinstance(size, tuple) else f"{size}x{size}"
         source = card.weights_source.split(",")[0].split(":")[0].split("(")[0]
-        table.add_row(card.name, card.modality, size, str(card.embedding_dim), card.preset, source)
+        table.add_row(
+            card.name,
+            card.family,
+            card.modality,
+            size,
+            str(card.embedding_dim),
+            card.preset,
+            source,
+        )
     console.print(table)
 
 
@@ -51,7 +76,10 @@ def show(
     table = Table(show_header=False, title=card.name)
     table.add_column(style="bold")
     table.add_column()
+    from medfound.models.card import EMBEDDINGS
+
     for key, value in card.to_dict().items():
         table.add_row(key, str(value))
+    table.add_row("embedding definition", EMBEDDINGS.get(card.embedding, "-"))
     table.add_row("aliases", ", ".join(aliases_of(card.name)) or "-")
     console.print(table)

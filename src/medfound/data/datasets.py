@@ -7,7 +7,7 @@ from torch.utils.data import Dataset
 from medfound.data.slices import slice_tensors, wants_slices
 from medfound.data.sources import ImageSource
 from medfound.errors import MedfoundError
-from medfound.io.presets import Preset, preprocess, resolve_auto
+from medfound.io.presets import Preset, Resize, preprocess, resolve_auto
 from medfound.io.readers import read_image
 from medfound.privacy import UidPolicy
 
@@ -36,6 +36,7 @@ class ImageDataset(Dataset):
         channels: int,
         native_size,
         native_spacing: tuple[float, ...] | None = None,
+        native_resize: Resize | None = None,
         uids: UidPolicy | None = None,
         slices: str | int | None = None,
         slice_axis: int | None = None,
@@ -51,6 +52,7 @@ class ImageDataset(Dataset):
             "channels": channels,
             "native_size": native_size,
             "native_spacing": native_spacing,
+            "native_resize": native_resize,
         }
 
     def __len__(self) -> int:

@@ -12,7 +12,7 @@ from medfound.data.labels import LabelTable
 from medfound.data.slices import draw_seed, slice_tensors, wants_slices
 from medfound.data.sources import path_may_be_volume
 from medfound.errors import MedfoundError
-from medfound.io.presets import Preset, preprocess
+from medfound.io.presets import Preset, Resize, preprocess
 
 
 class LabelledImageDataset(Dataset):
@@ -37,6 +37,7 @@ class LabelledImageDataset(Dataset):
         channels: int,
         native_size,
         native_spacing: tuple[float, ...] | None = None,
+        native_resize: Resize | None = None,
         slices: str | int | None = None,
         slice_axis: int | None = None,
     ):
@@ -57,6 +58,7 @@ class LabelledImageDataset(Dataset):
             "channels": channels,
             "native_size": native_size,
             "native_spacing": native_spacing,
+            "native_resize": native_resize,
         }
 
     def __len__(self) -> int:

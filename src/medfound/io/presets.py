@@ -9,6 +9,7 @@ in [0, 1].
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,8 +37,10 @@ class Preset:
         gives none) to [0, 1]; "window" clips to `window` (e.g. HU) and scales; "percentile" maps the
         `percentiles` of this scan to [0, 1] (min-max with (0, 100)).
     colour: "gray" uses luminance (repeated to 3 channels for RGB models); "rgb" keeps colour.
-    size: side (2D) or shape (3D) to resize to; None means the model's native input size.
-    fit: "stretch" resizes to the size, "crop" resizes the short side and centre-crops (2D only).
+    size: side (2D) or shape (3D) to resize to; None means the model's native input size (and its
+        card's resize recipe, `Resize`).
+    fit: "stretch" resizes to the size, "crop" resizes the short side and centre-crops (2D only);
+        None means the model's recipe (stretch for models without one).
     spacing: voxel spacing in mm (X, Y, Z) to resample a volume to before the final resize; None means
         the model card's `input_spacing`, if it has one. Volumes whose spacing is unknown are not
         resampled. Every shrinking resize is anti-aliased.
@@ -49,7 +52,7 @@ class Preset:
     percentiles: tuple[float, float] = (0.5, 99.5)
     colour: Literal["gray", "rgb"] = "gray"
     size: Size = None
-    fit: Literal["stretch", "crop"] = "stretch"
+    fit: Literal["stretch", "crop"] | None = None
     spacing: tuple[float, float, float] | None = None
 
     def to_json(self) -> str:
@@ -58,8 +61,9 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "cxr": Preset("cxr", intensity="range", colour="gray", size=448),
-    "path": Preset("path", intensity="range", colour="rgb", size=224),
+    # Sizes come from the model's card (REMEDIS: 448 for chest X-rays, 224 for pathology).
+    "cxr": Preset("cxr", intensity="range", colour="gray"),
+    "path": Preset("path", intensity="range", colour="rgb"),
     "ct": Preset("ct", intensity="window", window=(-1000.0, 1000.0), colour="gray"),
     "mri": Preset("mri", intensity="percentile", percentiles=(0.5, 99.5), colour="gray"),
 }
@@ -68,6 +72,26 @@ _CHOICES = {
     "colour": ("gray", "rgb"),
     "fit": ("stretch", "crop"),
 }
+
+
+@dataclass(frozen=True)
+class Resize:
+    """A model's published resize recipe (2D): how an image of any shape becomes its input.
+
+    fit: "stretch" resizes both sides to the input size (e.g. Hugging Face's ViTImageProcessor);
+        "crop" resizes the short side to floor(size / crop_pct) keeping the aspect ratio, then
+        centre-crops the size (torchvision's Resize + CenterCrop; timm's eval transform and its
+        `crop_pct`): Resize(256) + CenterCrop(224) is crop_pct 0.875.
+    interpolation: "bilinear" or "bicubic", anti-aliased when shrinking (as PIL is); "spline" is
+        scikit-image's cubic spline with its Gaussian anti-aliasing (MedSAM's `resize(order=3)`).
+    crop_offset: the centre crop's top-left corner for an odd margin: torchvision rounds half the
+        margin, Hugging Face's image processors floor it.
+    """
+
+    fit: Literal["stretch", "crop"] = "stretch"
+    crop_pct: float = 1.0
+    interpolation: Literal["bilinear", "bicubic", "spline"] = "bilinear"
+    crop_offset: Literal["round", "floor"] = "round"
 
 
 def get_preset(name: str, **overrides) -> Preset:
@@ -84,7 +108,7 @@ def get_preset(name: str, **overrides) -> Preset:
             raise ConfigError(
                 f"preset {name!r}: unknown field {key!r}; fields are {sorted(fields)}"
             )
-        if key in _CHOICES and value not in _CHOICES[key]:
+        if key in _CHOICES and value is not None and value not in _CHOICES[key]:
             raise ConfigError(f"preset field {key!r}: {value!r} is not one of {_CHOICES[key]}")
     if overrides.get("spacing") is not None:
         overrides["spacing"] = _checked_spacing(overrides["spacing"])
@@ -153,20 +177,41 @@ def _target_shape(size: Size, spatial_dims: int) -> tuple[int, ...]:
     return tuple(int(s) for s in size)
 
 
-def _resize(tensor: torch.Tensor, shape: tuple[int, ...], fit: str) -> torch.Tensor:
-    if tuple(tensor.shape[1:]) == shape:
-        return tensor
-    batch = tensor[None]
-    if tensor.ndim == 3:
-        if fit == "crop":
-            h, w = tensor.shape[1:]
+def _resize(
+    tensor: torch.Tensor, shape: tuple[int, ...], fit: str, recipe: Resize | None
+) -> torch.Tensor:
+    mode = recipe.interpolation if recipe else "bilinear"
+    if tensor.ndim != 3:
+        return tensor if tuple(tensor.shape[1:]) == shape else resize_volume(tensor, shape)
+    if fit == "crop":
+        h, w = tensor.shape[1:]
+        if recipe is None:  # the short side fills the crop
             scale = max(shape[0] / h, shape[1] / w)
             inner = (max(shape[0], round(h * scale)), max(shape[1], round(w * scale)))
-            batch = F.interpolate(batch, size=inner, mode="bilinear", antialias=True)
             top, left = (inner[0] - shape[0]) // 2, (inner[1] - shape[1]) // 2
-            return batch[0, :, top : top + shape[0], left : left + shape[1]].contiguous()
-        return F.interpolate(batch, size=shape, mode="bilinear", antialias=True)[0]
-    return resize_volume(tensor, shape)
+        else:  # a published recipe: torchvision's Resize(short side) then CenterCrop, exactly
+            side = math.floor(min(shape) / recipe.crop_pct)
+            inner = (side, int(side * w / h)) if h <= w else (int(side * h / w), side)
+            inner = (max(inner[0], shape[0]), max(inner[1], shape[1]))
+            half = math.floor if recipe.crop_offset == "floor" else round
+            top, left = half((inner[0] - shape[0]) / 2), half((inner[1] - shape[1]) / 2)
+        tensor = _interpolated(tensor, inner, mode)
+        return tensor[:, top : top + shape[0], left : left + shape[1]].contiguous()
+    return _interpolated(tensor, shape, mode)
+
+
+def _interpolated(tensor: torch.Tensor, shape: tuple[int, int], mode: str) -> torch.Tensor:
+    """(C, H, W) resized to `shape`; anti-aliased when shrinking."""
+    if tuple(tensor.shape[1:]) == tuple(shape):
+        return tensor
+    if mode == "spline":  # torch has no spline interpolation: scikit-image's, as MedSAM uses it
+        from skimage.transform import resize
+
+        array = resize(
+            tensor.permute(1, 2, 0).numpy(), shape, order=3, anti_aliasing=True, preserve_range=True
+        )
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))
+    return F.interpolate(tensor[None], size=shape, mode=mode, antialias=True)[0]
 
 
 def _resample(tensor: torch.Tensor, image: MedicalImage, target) -> torch.Tensor:
@@ -189,11 +234,14 @@ def preprocess(
     channels: int,
     native_size: Size,
     native_spacing: tuple[float, ...] | None = None,
+    native_resize: Resize | None = None,
 ) -> torch.Tensor:
     """MedicalImage -> float32 tensor (channels, *size) in [0, 1] for a model of the given shape.
 
     Volumes are first resampled to the preset's spacing, else `native_spacing` (the model card's
     `input_spacing`), when one is asked for and the image knows its own; then resized to the size.
+    2D images follow the model's `native_resize` recipe (its fit, crop_pct, interpolation and crop
+    offset); a fit the preset sets replaces the recipe's, a size the preset sets the model's size.
 
     Raises ImageReadError when the image cannot be made to fit (a 3D volume for a 2D model, say).
     """
@@ -209,7 +257,8 @@ def preprocess(
     shape = _target_shape(preset.size if preset.size is not None else native_size, spatial_dims)
     if spatial_dims == 3:
         tensor = _resample(tensor, image, preset.spacing or native_spacing)
-    tensor = _resize(tensor, shape, preset.fit)
+    fit = preset.fit or (native_resize.fit if native_resize else "stretch")
+    tensor = _resize(tensor, shape, fit, native_resize)
     return tensor.clamp_(0.0, 1.0)
 
 

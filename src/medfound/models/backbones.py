@@ -210,6 +210,10 @@ def build_model(card: ModelCard) -> FoundationModel:
 
         # architecture "unet2d-genesis": the ResNet-18 encoder of Genesis 2D
         model = GenesisEncoder(card, UNet2D("resnet18", in_channels=card.in_channels))
+    elif card.family == "vit":
+        from medfound.models.vit import ViTEncoder, vit_network
+
+        model = ViTEncoder(card, vit_network(card))
     elif card.family == "monai":
         network = _monai_network(card.architecture)
         cls = MonaiResNetEncoder if card.architecture in _MONAI_RESNETS else MonaiDenseNetEncoder

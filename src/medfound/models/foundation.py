@@ -44,6 +44,11 @@ class FoundationModel(nn.Module):
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] input -> the range the network was trained on."""
+        if self.card.per_image_minmax:
+            # MedSAM's recipe: each image rescaled to its own [min, max] (range floored at 1e-8)
+            axes = tuple(range(1, x.ndim))
+            low = x.amin(dim=axes, keepdim=True)
+            x = (x - low) / (x.amax(dim=axes, keepdim=True) - low).clamp_min(1e-8)
         return (x - self.input_mean) / self.input_std
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,6 +58,11 @@ class FoundationModel(nn.Module):
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps after each stage, named by `stage_names`; the last is forward_features."""
         raise NotImplementedError
+
+    def embedding_and_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The embedding and every stage's map of one input (what `medfound export` returns)."""
+        stages = self.forward_stages(x)
+        return self.pool(stages[-1]), stages
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """Global average over the spatial axes -> (B, embedding_dim)."""

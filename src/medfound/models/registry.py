@@ -11,6 +11,7 @@ import fnmatch
 
 from medfound.errors import UnknownModelError
 from medfound.models.card import ModelCard
+from medfound.models.vit_cards import CARDS as VIT_CARDS
 
 _REGISTRY: dict[str, ModelCard] = {}
 _ALIASES: dict[str, str] = {}  # earlier name -> registered name
@@ -201,3 +202,6 @@ register(
         licence="Apache-2.0 (architecture)",
     ),
 )
+
+for _card, _aliases in VIT_CARDS:
+    register(_card, aliases=_aliases)

@@ -3,11 +3,15 @@
 Formats read: safetensors (medfound's own, with the card in its metadata), PyTorch files (loaded with
 `weights_only=True`, optionally nested under 'state_dict' / 'model'), and original BiT .npz files.
 The original Models Genesis release (`Genesis_Chest_CT.pt`) is recognised by its key names and mapped
-onto medfound's UNet3D (models/genesis_names.py). A model with k > 1 input channels takes a 1-channel
-checkpoint by expanding its first convolution. Nothing is ever left at random initialisation
-silently: any missing, unexpected or mis-shaped key is an error that names the file and the keys.
+onto medfound's UNet3D (models/genesis_names.py); the published transformers' layouts (Hugging Face,
+DINOv2, open_clip, SAM, timm 0.5's Swin) are recognised and mapped onto timm's names
+(models/layouts.py). Sharded Hugging Face files are read through their `.index.json`. A model with
+k > 1 input channels takes a 1-channel checkpoint by expanding its first convolution. Nothing is
+ever left at random initialisation silently: any missing, unexpected or mis-shaped key is an
+error that names the file and the keys.
 """
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -17,8 +21,8 @@ import torch
 from torch import nn
 
 from medfound.errors import WeightsError, first_items
-from medfound.files import atomic_write
-from medfound.models import bit_names, genesis_names
+from medfound.files import atomic_write, file_sha256
+from medfound.models import bit_names, genesis_names, layouts
 from medfound.models.unet3d import UNet3D
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,8 @@ def read_state(path: Path, network: nn.Module) -> tuple[dict[str, torch.Tensor],
         )
     suffix = path.suffix.lower()
     try:
+        if path.name.endswith(".index.json"):
+            return _read_shards(path, network)
         if suffix == ".safetensors":
             return _read_safetensors(path)
         if suffix == ".npz":
@@ -53,6 +59,53 @@ def read_state(path: Path, network: nn.Module) -> tuple[dict[str, torch.Tensor],
     raise WeightsError(
         f"{path}: unknown weight format {suffix!r}; use .safetensors, .pt/.pth or a BiT .npz"
     )
+
+
+def _read_shards(index: Path, network: nn.Module):
+    """A Hugging Face sharded checkpoint: the index's weight map names each tensor's shard."""
+    state, metadata = {}, {}
+    weight_map = shard_map(index)
+    for shard in sorted(set(weight_map.values())):
+        shard_state, shard_metadata = read_state(index.parent / shard, network)
+        state.update(shard_state)
+        metadata.update(shard_metadata)
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise WeightsError(
+            f"{index}: {len(missing)} tensors of the index are in no shard: "
+            f"{first_items(missing, _SHOWN)}"
+        )
+    return state, metadata
+
+
+def shard_map(index: Path) -> dict[str, str]:
+    """The weight map of a sharded checkpoint's index: tensor name -> shard file beside it.
+
+    Shards must be plain file names in the index's folder (a name with a path could reach any
+    file), and not indexes themselves."""
+    weight_map = json.loads(index.read_text()).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise WeightsError(f"{index}: a shard index without a weight_map")
+    for shard in set(weight_map.values()):
+        if (
+            not isinstance(shard, str)
+            or Path(shard).name != shard
+            or shard in ("", ".", "..")
+            or shard.endswith(".index.json")
+        ):
+            raise WeightsError(
+                f"{index}: shard {shard!r} is not a weight file's name in its folder"
+            )
+    return weight_map
+
+
+def weights_digest(path: Path) -> str:
+    """SHA-256 identifying a weight file; for a sharded checkpoint, of its index and every shard."""
+    if not path.name.endswith(".index.json"):
+        return file_sha256(path)
+    shards = sorted(set(shard_map(path).values()))
+    parts = [file_sha256(path), *(f"{s}:{file_sha256(path.parent / s)}" for s in shards)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _read_safetensors(path: Path):
@@ -114,12 +167,18 @@ def _strip_common_prefix(state: dict, expected: set[str]) -> dict:
     return state
 
 
-def load_state(network: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def load_state(
+    network: nn.Module,
+    state: dict[str, torch.Tensor],
+    path: Path,
+    published_layouts: tuple[str, ...] = (),
+) -> None:
     """Copy `state` into `network`, refusing any mismatch with a message naming keys and file.
 
     An original Models Genesis state dict is renamed to medfound's names first and its mismatches
-    are reported by original name; a 1-channel first convolution is expanded to the network's
-    input channels (see `expand_input_conv`).
+    are reported by original name; so is a published transformer layout (models/layouts.py), which
+    must be one of `published_layouts` when those are given (timm's names are always taken). A
+    1-channel first convolution is expanded to the network's input channels (`expand_input_conv`).
     """
     expected = network.state_dict()
     if genesis_names.is_original_layout(state):
@@ -138,14 +197,24 @@ def load_state(network: nn.Module, state: dict[str, torch.Tensor], path: Path) -
         )
         _copy(expected, state)
         return
-    state = _expand_first_conv(network, _strip_common_prefix(state, set(expected)), path)
+    state = _strip_common_prefix(state, set(expected))
+    if state and all(k.startswith("module.") for k in state):  # DataParallel's, around any layout
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    origin: dict[str, str] = {}
+    if published_layouts:
+        state, origin = _from_published_layout(state, path, published_layouts)
+    state = _expand_first_conv(network, state, path)
     ignored = sorted(k for k in state if k not in expected and k.startswith(_HEAD_PREFIXES))
     if ignored:
         log.info("%s: classifier keys not loaded (embedding model): %s", path, ignored[:_SHOWN])
+
+    def named(key: str) -> str:  # a renamed key also by its name in the file
+        return f"{key} (file: {origin[key]})" if key in origin else key
+
     missing = [k for k in expected if k not in state]
-    unexpected = sorted(k for k in state if k not in expected and k not in ignored)
+    unexpected = sorted(named(k) for k in state if k not in expected and k not in ignored)
     wrong = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        f"{named(k)}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
@@ -159,6 +228,34 @@ def load_state(network: nn.Module, state: dict[str, torch.Tensor], path: Path) -
             + "; ".join(problems)
         )
     _copy(expected, state)
+
+
+def _from_published_layout(
+    state: dict[str, torch.Tensor], path: Path, published: tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """`state` renamed from its detected layout to timm's names, and each renamed key's origin."""
+    layout = layouts.detect(state)
+    if layout == "timm":
+        return state, {}
+    if layout not in published:
+        raise WeightsError(
+            f"{path}: holds {layouts.LAYOUT_EXAMPLES[layout]}, a layout this model is not "
+            f"published in; it is published as: "
+            + "; ".join(layouts.LAYOUT_EXAMPLES[name] for name in published)
+        )
+    try:
+        mapped = layouts.to_timm(state, layout)
+    except ValueError as exc:
+        raise WeightsError(f"{path}: {layout} layout: {exc}") from exc
+    log.info(
+        "%s: %s layout, %d tensors mapped to timm's names; %d not used by the image embedding%s",
+        path,
+        layout,
+        len(mapped.state),
+        len(mapped.ignored),
+        f" (e.g. {first_items(mapped.ignored, 3)})" if mapped.ignored else "",
+    )
+    return mapped.state, mapped.origin
 
 
 def _copy(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:

@@ -10,7 +10,9 @@ another folder or with absolute paths finds what is done. DICOM UIDs appear as k
 """
 
 import contextlib
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -57,8 +59,9 @@ class EmbedOptions:
     keep_uids: bool = False  # DICOM UIDs as they are, instead of keyed hashes (privacy.py)
     slices: str | int = "each"  # volumes into 2D models: each, middle or N slices (data/slices.py)
     slice_axis: int | None = None  # None: the acquisition axis
-    # whole slides (data/tiles.py): tiles of image_size (else the model's) px at tile_mpp
-    tile_mpp: float = 0.5
+    # whole slides (data/tiles.py): tiles of image_size (else the model's) px at tile_mpp (None:
+    # the model's recommended magnification, else 0.5)
+    tile_mpp: float | None = None
     tile_overlap: float = 0.0
     min_tissue: float = 0.5
     slide_mpp: float | None = None  # level-0 um/px over what slides state
@@ -131,6 +134,7 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     card = model.card
     preset_overrides = {"size": options.image_size} if options.image_size else {}
     preset = get_preset(options.preset or card.preset, **preset_overrides)
+    _check_input_size(card, preset)
     # Rank 0's policy for every rank: nodes without a shared home would each make their own salt.
     uids = ctx.on_main(lambda: uid_policy(keep=options.keep_uids))
     group = options.dicom_series if options.dicom_series is not None else card.spatial_dims == 3
@@ -138,15 +142,20 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
         "model": card.name,
         "weights_sha256": model.weights_sha256 or "random-init",
         "pool": options.pool,
-        "preset": preset.to_json(),
+        "preset": _resolved(preset, card).to_json(),
         "precision": options.precision,
         "dicom_series": group,
         "uids": uids.identity,
     }
+    if card.resize is not None:  # a published recipe: its interpolation and crop are part of it
+        identity["resize"] = dataclasses.asdict(card.resize)
     if card.spatial_dims == 2:  # which slices of a volume and which tiles of a slide are rows
         identity["slices"] = {"mode": options.slices, "axis": options.slice_axis}
         identity["tiles"] = _tile_options(options, card).grid()
-    metadata = {"medfound_card": card.to_json(), "medfound_preset": preset.to_json()}
+    metadata = {
+        "medfound_card": card.to_json(),
+        "medfound_preset": _resolved(preset, card).to_json(),
+    }
     writer = ResumableParquetWriter(out, identity, _schema(options.pool, metadata), ctx.rank)
     started = time.perf_counter()
     summary = EmbedSummary(out=out)
@@ -223,11 +232,36 @@ def _written(writer: ResumableParquetWriter) -> tuple[set[str], set[str]]:
     return set(table["path"]), complete
 
 
+def _resolved(preset, card):
+    """The preset with the model's size and fit filled in: what a run records (the same record as
+    before presets left the size to the model)."""
+    size = preset.size or card.input_size
+    fit = preset.fit or (card.resize.fit if card.resize else "stretch")
+    return dataclasses.replace(preset, size=size, fit=fit)
+
+
+def _check_input_size(card, preset) -> None:
+    """A transformer with fixed position embeddings takes its own size only: refuse another up
+    front, not at the first batch."""
+    if card.family != "vit" or preset.size in (None, card.input_size):
+        return
+    if not card.architecture_args.get("dynamic_img_size"):
+        raise ConfigError(
+            f"model {card.name!r} takes {card.input_size} px images only (fixed position "
+            f"embeddings); --image-size {preset.size} cannot be used with it"
+        )
+
+
 def _tile_options(options: EmbedOptions, card) -> TileOptions:
     size = options.image_size or card.input_size
+    size = int(size if isinstance(size, int) else size[0])
+    if options.image_size is None and card.resize is not None and card.resize.fit == "crop":
+        # a recipe that resizes, then crops (Prov-GigaPath: 256 -> 224): tiles of the size it
+        # resizes to, so the crop sees the magnification the model was trained at
+        size = math.floor(size / card.resize.crop_pct)
     return TileOptions(
-        mpp=options.tile_mpp,
-        tile_size=int(size if isinstance(size, int) else size[0]),
+        mpp=options.tile_mpp or card.mpp or 0.5,
+        tile_size=size,
         overlap=options.tile_overlap,
         min_tissue=options.min_tissue,
         slide_mpp=options.slide_mpp,

@@ -21,15 +21,15 @@ FORMATS = ("onnx", "torchscript", "safetensors")
 
 
 class EmbeddingAndStages(nn.Module):
-    """Returns (embedding, stage_1, ..., stage_n); the embedding pools the last stage."""
+    """Returns (embedding, stage_1, ..., stage_n)."""
 
     def __init__(self, model: FoundationModel):
         super().__init__()
         self.model = model
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        stages = self.model.forward_stages(image)
-        return (self.model.pool(stages[-1]), *stages)
+        embedding, stages = self.model.embedding_and_stages(image)
+        return (embedding, *stages)
 
 
 def output_names(model: FoundationModel) -> list[str]:
