@@ -537,3 +537,39 @@ def test_a_hub_cache_link_to_a_missing_blob_is_an_incomplete_download(tmp_path):
         load_model(
             tiny_card("uni", 32, 32, img_size=32, **TINY_VIT), tmp_path / "models--MahmoodLab--UNI"
         )
+
+
+def test_a_folder_whose_preprocessing_differs_from_the_card_is_warned_about(tmp_path, caplog):
+    reference = _phikon_reference()
+    reference.save_pretrained(tmp_path)
+    published = {  # Phikon's processor as its card says: 224 x 224, bilinear, ImageNet statistics
+        "image_processor_type": "ViTImageProcessor",
+        "size": {"height": 32, "width": 32},
+        "resample": 2,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225],
+    }
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(published))
+    with caplog.at_level("WARNING"):
+        load_model(_phikon_card(), tmp_path)
+    assert "preprocessing says" not in caplog.text
+    other = published | {"resample": 3, "image_mean": [0.5, 0.5, 0.5]}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(other))
+    with caplog.at_level("WARNING"):
+        load_model(_phikon_card(), tmp_path)
+    assert "interpolation bicubic (card: bilinear)" in caplog.text
+    assert "mean [0.5, 0.5, 0.5] (card: (0.485, 0.456, 0.406))" in caplog.text
+
+
+def test_a_medfound_file_of_one_transformer_is_refused_by_another_of_the_same_shape(tmp_path):
+    from medfound.models.weights import save_safetensors
+
+    uni = tiny_card("uni", 32, 32, img_size=32, **TINY_VIT)
+    phikon_v2 = tiny_card("phikon-v2", 32, 32, img_size=32, **TINY_VIT)
+    model = load_model(uni, random_init=True)
+    save_safetensors(model.network, tmp_path / "uni.safetensors", uni.to_json())
+    assert load_model(uni, tmp_path / "uni.safetensors")(_images(32)).shape == (2, 32)
+    with pytest.raises(
+        WeightsError, match=r"holds weights of 'vit_large_patch16_224\.uni_mass100k'"
+    ):
+        load_model(phikon_v2, tmp_path / "uni.safetensors")

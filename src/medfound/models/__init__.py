@@ -1,5 +1,6 @@
 """The model zoo: registry of cards, network builders, weight loading."""
 
+import logging
 from pathlib import Path
 
 import torch
@@ -8,10 +9,12 @@ from medfound.errors import ConfigError, WeightsError
 from medfound.models.backbones import build_model
 from medfound.models.card import ModelCard
 from medfound.models.foundation import FoundationModel
-from medfound.models.hub_folder import check_config, weight_file_in
+from medfound.models.hub_folder import check_config, recipe_differences, weight_file_in
 from medfound.models.registry import get_card, list_models, register
 from medfound.models.weights import card_from_metadata, load_state, read_state, weights_digest
 from medfound.weight_sources import loadable_weights
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FoundationModel",
@@ -61,6 +64,12 @@ def load_model(
     path = loadable_weights(Path(weights), name)
     if path.is_dir() and not (path / "saved_model.pb").exists():  # a model folder from a hub
         check_config(path, card, model.network)
+        for difference in recipe_differences(path, card):
+            log.warning(
+                "%s: the folder's preprocessing says %s; medfound follows the card",
+                path,
+                difference,
+            )
         path = weight_file_in(path, card)
     state, metadata = read_state(path, model.network)
     file_card = card_from_metadata(metadata)
@@ -70,6 +79,13 @@ def load_model(
             f"(model {file_card.get('name')!r}), but {name!r} is a {card.architecture!r}"
         )
     load_state(model.network, state, path, card.weight_layouts)
+    if file_card and card.family == "vit" and file_card.get("name") != card.name:
+        # published transformers share architectures (UNI and Phikon-v2 are both ViT-L/16, with
+        # the same shapes): the model a medfound file was made for must be the one asked for
+        raise WeightsError(
+            f"{path}: holds weights of {file_card.get('name')!r}, not of {card.name!r} (the same "
+            "architecture, another model's weights and preprocessing)"
+        )
     if file_card and "input_mean" in file_card:
         # A converted or trained checkpoint records the input scaling it was trained with.
         model.set_input_contract(file_card.get("input_mean"), file_card.get("input_std"))

@@ -125,3 +125,80 @@ def _network_facts(network) -> dict:
         "depth": len(blocks),
         "layer norm eps": getattr(norm, "eps", None),
     }
+
+
+_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's codes in Hugging Face processor configs
+
+
+def recipe_differences(folder: Path, card: ModelCard) -> list[str]:
+    """Where the folder's own preprocessing config (Hugging Face `preprocessor_config.json`, a timm
+    hub `config.json`'s `pretrained_cfg`, open_clip's `preprocess_cfg`) differs from the card.
+
+    medfound follows the card; a difference means the card or the download is not what it seems,
+    so the loader warns with these lines."""
+    folder = snapshot_of(folder)
+    found: dict[str, object] = {}
+    hf = _json(folder / "preprocessor_config.json")
+    if hf:
+        found["mean"], found["std"] = hf.get("image_mean"), hf.get("image_std")
+        found["interpolation"] = _RESAMPLE.get(hf.get("resample"))
+        size, crop = hf.get("size"), hf.get("crop_size")
+        if isinstance(size, dict) and "shortest_edge" in size and hf.get("do_center_crop", True):
+            found["fit"] = "crop"
+            side = crop.get("height") if isinstance(crop, dict) else crop
+            found["input size"] = side
+            short = _number(size["shortest_edge"])
+            found["crop_pct"] = _number(side) / short if _number(side) and short else None
+        elif isinstance(size, dict) and "height" in size:
+            found["fit"], found["input size"] = "stretch", size["height"]
+    timm_cfg = (_json(folder / "config.json") or {}).get("pretrained_cfg")
+    if isinstance(timm_cfg, dict):
+        found["mean"], found["std"] = timm_cfg.get("mean"), timm_cfg.get("std")
+        found["interpolation"] = timm_cfg.get("interpolation")
+        found["crop_pct"] = timm_cfg.get("crop_pct")
+        input_size = timm_cfg.get("input_size")
+        found["input size"] = input_size[-1] if isinstance(input_size, list) else None
+    clip_cfg = (_json(folder / "open_clip_config.json") or {}).get("preprocess_cfg")
+    if isinstance(clip_cfg, dict):
+        found["mean"], found["std"] = clip_cfg.get("mean"), clip_cfg.get("std")
+    recipe = card.resize
+    expected = {
+        "mean": card.input_mean,
+        "std": card.input_std,
+        "interpolation": recipe.interpolation if recipe else None,
+        "fit": recipe.fit if recipe else None,
+        "crop_pct": recipe.crop_pct if recipe else None,
+        "input size": card.input_size,
+    }
+    return [
+        f"{name} {found[name]} (card: {expected[name]})"
+        for name in found
+        if found[name] is not None
+        and expected.get(name) is not None
+        and not _same(found[name], expected[name])
+    ]
+
+
+def _same(found, expected) -> bool:
+    if isinstance(expected, tuple | list):
+        return (
+            isinstance(found, list | tuple)
+            and len(found) == len(expected)
+            and all(
+                _number(a) is not None and abs(_number(a) - b) < 1e-4
+                for a, b in zip(found, expected, strict=True)
+            )
+        )
+    if isinstance(expected, float):
+        return _number(found) is not None and abs(_number(found) - expected) < 1e-4
+    return found == expected
+
+
+def _json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
