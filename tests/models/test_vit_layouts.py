@@ -11,7 +11,7 @@ import timm
 import torch
 
 from medfound.errors import WeightsError
-from medfound.models import load_model
+from medfound.models import get_card, load_model
 from medfound.models.layouts import detect
 from tests.models.vit_tiny import (
     TINY_VIT,
@@ -402,6 +402,7 @@ def test_ctranspath_checkpoint_matches_timm_swin_with_its_stem(tmp_path):
 def test_a_checkpoint_of_another_width_names_its_first_bad_keys(tmp_path):
     reference = _phikon_reference()
     reference.save_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()  # the file alone: its folder's config would refuse first
     wider = tiny_card(
         "phikon", 32, 48, img_size=32, patch_size=16, embed_dim=48, depth=2, num_heads=2
     )
@@ -415,6 +416,7 @@ def test_a_checkpoint_of_another_width_names_its_first_bad_keys(tmp_path):
 
 def test_a_layout_the_model_is_not_published_in_is_refused(tmp_path):
     _phikon_reference().save_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()  # the file alone: its folder's config would refuse first
     card = tiny_card("rad-dino", 28, 32, img_size=28, **TINY_VIT)
     with pytest.raises(
         WeightsError, match="ViTModel \\(Phikon\\), a layout this model is not published in"
@@ -573,3 +575,89 @@ def test_a_medfound_file_of_one_transformer_is_refused_by_another_of_the_same_sh
         WeightsError, match=r"holds weights of 'vit_large_patch16_224\.uni_mass100k'"
     ):
         load_model(phikon_v2, tmp_path / "uni.safetensors")
+
+
+def test_a_config_with_another_layer_norm_eps_is_refused(tmp_path):
+    _phikon_reference().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config | {"layer_norm_eps": 1e-6}))
+    with pytest.raises(WeightsError, match=r"layer norm eps 1e-06 \(model 1e-12\)"):
+        load_model(_phikon_card(), tmp_path)
+    # given as a file of that folder, the folder's config is read all the same
+    with pytest.raises(WeightsError, match="layer norm eps"):
+        load_model(_phikon_card(), tmp_path / "model.safetensors")
+
+
+def test_timm_and_unreadable_preprocessing_settings_are_warned_about_not_raised(tmp_path, caplog):
+    from medfound.models.hub_folder import recipe_differences
+
+    card = get_card("uni2-h")
+    timm_cfg = {
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "input_size": [3, 224, 224],
+    }
+    (tmp_path / "config.json").write_text(
+        json.dumps({"pretrained_cfg": timm_cfg | {"interpolation": "bicubic"}})
+    )
+    assert recipe_differences(tmp_path, card) == []
+    (tmp_path / "config.json").write_text(
+        json.dumps({"pretrained_cfg": timm_cfg | {"interpolation": "bilinear"}})
+    )
+    assert recipe_differences(tmp_path, card) == ["interpolation bilinear (card: bicubic)"]
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"resample": [3]}))
+    assert recipe_differences(tmp_path, card)[0].startswith("settings medfound cannot read")
+
+
+def test_a_plain_folder_holding_a_snapshots_folder_is_not_a_hub_cache(tmp_path):
+    from medfound.models.hub_folder import snapshot_of
+
+    (tmp_path / "snapshots" / "epoch1").mkdir(parents=True)
+    assert snapshot_of(tmp_path) == tmp_path
+    (tmp_path / "refs").mkdir()
+    assert snapshot_of(tmp_path) == tmp_path / "snapshots" / "epoch1"
+
+
+def test_two_tensors_for_one_place_are_refused(tmp_path):
+    from safetensors.torch import load_file
+
+    _phikon_reference().save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    # the same block's output projection under transformers 4's name and transformers 5's
+    state["layers.0.attention.o_proj.weight"] = state[
+        "encoder.layer.0.attention.output.dense.weight"
+    ]
+    torch.save(state, tmp_path / "both.pt")
+    with pytest.raises(WeightsError, match=r"would both load into blocks\.0\.attn\.proj\.weight"):
+        load_model(_phikon_card(), tmp_path / "both.pt")
+
+
+def test_a_data_parallel_wrapped_open_clip_bundle_loads(tmp_path):
+    import dataclasses
+
+    import open_clip
+
+    vision = dict(
+        timm_model_name="vit_tiny_patch16_224", timm_pool="", timm_proj="linear", image_size=224
+    )
+    text = dict(context_length=8, vocab_size=64, width=32, heads=2, layers=1)
+    reference = scramble(open_clip.CustomTextCLIP(embed_dim=16, vision_cfg=vision, text_cfg=text))
+    torch.save({f"module.{k}": v for k, v in reference.state_dict().items()}, tmp_path / "ddp.pt")
+    card = dataclasses.replace(
+        tiny_card("biomedclip", 224, 16, proj_dim=16), architecture="vit_tiny_patch16_224"
+    )
+    x = _images(224, n=1)
+    with torch.no_grad():
+        expected = reference.encode_image(normalised(x, card.input_mean, card.input_std))
+    assert_close_embeddings(_embed(card, tmp_path / "ddp.pt", x), expected)
+
+
+def test_a_card_counting_registers_wrongly_is_refused():
+    import dataclasses
+
+    from medfound.errors import UnknownModelError
+    from medfound.models import build_model
+
+    card = tiny_card("virchow2", 28, 64, img_size=28, **TINY_VIT)
+    with pytest.raises(UnknownModelError, match="card counts 0 register tokens, the network 4"):
+        build_model(dataclasses.replace(card, register_tokens=0))

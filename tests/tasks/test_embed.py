@@ -536,6 +536,9 @@ def test_runs_record_the_preset_as_runs_did_before_presets_left_the_size_to_the_
         _resolved(get_preset("cxr"), get_card("cxr-50x1-remedis-m")).to_json() == before.to_json()
     )
     assert json.loads(_resolved(get_preset("path"), get_card("uni")).to_json())["fit"] == "crop"
+    # presets that never carried a size still record none
+    ct = Preset("ct", intensity="window", colour="gray", fit="stretch")
+    assert _resolved(get_preset("ct"), get_card("genesis-chest-ct")).to_json() == ct.to_json()
 
 
 @pytest.mark.parametrize(
@@ -553,7 +556,18 @@ def test_slide_tiles_take_the_models_magnification_and_resize(name, tile_size, m
     # Prov-GigaPath resizes to 256 and crops 224: tiles of 256 px keep its 0.5 um/px
     options = _tile_options(EmbedOptions(), get_card(name))
     assert (options.tile_size, options.mpp) == (tile_size, mpp)
-    assert _tile_options(EmbedOptions(tile_mpp=1.0, image_size=300), get_card(name)).mpp == 1.0
+    assert _tile_options(EmbedOptions(tile_mpp=1.0), get_card(name)).mpp == 1.0
+
+
+def test_slide_tiles_follow_the_cards_mpp_and_its_resize_with_any_size():
+    import dataclasses
+
+    from medfound.tasks.embed import _tile_options
+
+    at_40x = dataclasses.replace(get_card("uni"), mpp=0.25)
+    assert _tile_options(EmbedOptions(), at_40x).mpp == 0.25
+    # the model's own size given explicitly: still resized to 256 and cropped, so 256 px tiles
+    assert _tile_options(EmbedOptions(image_size=224), get_card("prov-gigapath")).tile_size == 256
 
 
 def test_a_transformer_with_fixed_position_embeddings_refuses_another_size_up_front(tmp_path):

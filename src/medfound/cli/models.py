@@ -33,7 +33,7 @@ def list_all(
 
     cards = list_models(pattern)
     if modality:  # a whole word of the card's modality ("CT" is not in "abstract")
-        word = re.compile(rf"\b{re.escape(modality)}\b", re.IGNORECASE)
+        word = re.compile(rf"(?<!\w){re.escape(modality)}(?!\w)", re.IGNORECASE)
         cards = [card for card in cards if word.search(card.modality)]
     if family:
         cards = [card for card in cards if card.family == family]

@@ -16,6 +16,15 @@ from medfound.weight_sources import loadable_weights
 
 log = logging.getLogger(__name__)
 
+
+def _check_folder(folder: Path, card: ModelCard, network) -> None:
+    check_config(folder, card, network)
+    for difference in recipe_differences(folder, card):
+        log.warning(
+            "%s: the folder's preprocessing says %s; medfound follows the card", folder, difference
+        )
+
+
 __all__ = [
     "FoundationModel",
     "ModelCard",
@@ -63,14 +72,10 @@ def load_model(
     # and cached by convert/, which registers itself in weight_sources (models/ does not import it).
     path = loadable_weights(Path(weights), name)
     if path.is_dir() and not (path / "saved_model.pb").exists():  # a model folder from a hub
-        check_config(path, card, model.network)
-        for difference in recipe_differences(path, card):
-            log.warning(
-                "%s: the folder's preprocessing says %s; medfound follows the card",
-                path,
-                difference,
-            )
+        _check_folder(path, card, model.network)
         path = weight_file_in(path, card)
+    elif card.family == "vit" and path.is_file():  # a file of such a folder: its folder's configs
+        _check_folder(path.parent, card, model.network)
     state, metadata = read_state(path, model.network)
     file_card = card_from_metadata(metadata)
     if file_card and file_card.get("architecture") != card.architecture:
@@ -79,7 +84,8 @@ def load_model(
             f"(model {file_card.get('name')!r}), but {name!r} is a {card.architecture!r}"
         )
     load_state(model.network, state, path, card.weight_layouts)
-    if file_card and card.family == "vit" and file_card.get("name") != card.name:
+    published = "vit" in (card.family, file_card.get("family") if file_card else None)
+    if file_card and published and file_card.get("name") != card.name:
         # published transformers share architectures (UNI and Phikon-v2 are both ViT-L/16, with
         # the same shapes): the model a medfound file was made for must be the one asked for
         raise WeightsError(

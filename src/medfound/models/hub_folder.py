@@ -27,7 +27,8 @@ DEFAULT_FILES = (
 def snapshot_of(folder: Path) -> Path:
     """`folder` itself, or for a Hugging Face cache entry the snapshot its `refs/main` names."""
     snapshots = folder / "snapshots"
-    if not snapshots.is_dir():
+    is_cache_entry = (folder / "refs").is_dir() or (folder / "blobs").is_dir()
+    if not snapshots.is_dir() or not (is_cache_entry or folder.name.startswith("models--")):
         return folder
     ref = folder / "refs" / "main"
     if ref.is_file():
@@ -108,7 +109,7 @@ def check_config(folder: Path, card: ModelCard, network) -> None:
 def _number(value) -> float | None:
     try:
         return float(value) if value is not None and not isinstance(value, bool) else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -127,7 +128,8 @@ def _network_facts(network) -> dict:
     }
 
 
-_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's codes in Hugging Face processor configs
+# PIL's codes in Hugging Face processor configs
+_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
 def recipe_differences(folder: Path, card: ModelCard) -> list[str]:
@@ -135,13 +137,21 @@ def recipe_differences(folder: Path, card: ModelCard) -> list[str]:
     hub `config.json`'s `pretrained_cfg`, open_clip's `preprocess_cfg`) differs from the card.
 
     medfound follows the card; a difference means the card or the download is not what it seems,
-    so the loader warns with these lines."""
-    folder = snapshot_of(folder)
+    so the loader warns with these lines. A config it cannot read is reported, not raised."""
+    try:
+        return _recipe_differences(snapshot_of(folder), card)
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+        return [f"settings medfound cannot read ({type(exc).__name__}: {exc})"]
+
+
+def _recipe_differences(folder: Path, card: ModelCard) -> list[str]:
     found: dict[str, object] = {}
     hf = _json(folder / "preprocessor_config.json")
     if hf:
         found["mean"], found["std"] = hf.get("image_mean"), hf.get("image_std")
-        found["interpolation"] = _RESAMPLE.get(hf.get("resample"))
+        resample = hf.get("resample")
+        if resample is not None:
+            found["interpolation"] = _RESAMPLE.get(resample, f"resample={resample}")
         size, crop = hf.get("size"), hf.get("crop_size")
         if isinstance(size, dict) and "shortest_edge" in size and hf.get("do_center_crop", True):
             found["fit"] = "crop"
@@ -180,6 +190,8 @@ def recipe_differences(folder: Path, card: ModelCard) -> list[str]:
 
 
 def _same(found, expected) -> bool:
+    if isinstance(expected, tuple | list) and _number(found) is not None:  # one value for all
+        found = [found] * len(expected)
     if isinstance(expected, tuple | list):
         return (
             isinstance(found, list | tuple)

@@ -114,6 +114,10 @@ class ViTEncoder(FoundationModel):
         self.stage_names = tuple(info["module"] for info in self.trunk.feature_info)
         # Swin's stages run channels-last: its maps are turned to (B, C, H, W) like every other
         self.channels_last_output = getattr(self.trunk, "output_fmt", "NCHW") == "NHWC"
+        if card.embedding == "cls+proj" and not isinstance(network, ProjectedViT):
+            raise UnknownModelError(
+                f"model {card.name!r}: a projected embedding needs `proj_dim` in its arguments"
+            )
         prefix = getattr(self.trunk, "num_prefix_tokens", 1)
         if card.embedding.startswith("cls") and prefix != 1 + card.register_tokens:
             raise UnknownModelError(

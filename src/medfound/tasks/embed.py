@@ -235,7 +235,9 @@ def _written(writer: ResumableParquetWriter) -> tuple[set[str], set[str]]:
 def _resolved(preset, card):
     """The preset with the model's size and fit filled in: what a run records (the same record as
     before presets left the size to the model)."""
-    size = preset.size or card.input_size
+    size = preset.size
+    if size is None and preset.name in ("cxr", "path"):  # the two presets that carried a size
+        size = card.input_size
     fit = preset.fit or (card.resize.fit if card.resize else "stretch")
     return dataclasses.replace(preset, size=size, fit=fit)
 
@@ -255,12 +257,12 @@ def _check_input_size(card, preset) -> None:
 def _tile_options(options: EmbedOptions, card) -> TileOptions:
     size = options.image_size or card.input_size
     size = int(size if isinstance(size, int) else size[0])
-    if options.image_size is None and card.resize is not None and card.resize.fit == "crop":
+    if card.resize is not None and card.resize.fit == "crop":
         # a recipe that resizes, then crops (Prov-GigaPath: 256 -> 224): tiles of the size it
-        # resizes to, so the crop sees the magnification the model was trained at
+        # resizes to (as preprocess does), so the crop sees the magnification it was trained at
         size = math.floor(size / card.resize.crop_pct)
     return TileOptions(
-        mpp=options.tile_mpp or card.mpp or 0.5,
+        mpp=options.tile_mpp if options.tile_mpp is not None else (card.mpp or 0.5),
         tile_size=size,
         overlap=options.tile_overlap,
         min_tissue=options.min_tissue,
