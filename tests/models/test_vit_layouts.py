@@ -246,7 +246,11 @@ def test_dinov2_swiglu_in_both_layouts_and_chunked_blocks(tmp_path):
 # --- open_clip (BiomedCLIP) --------------------------------------------------------------------
 
 
-def test_biomedclip_open_clip_bundle_matches_encode_image(tmp_path):
+def _biomedclip_reference():
+    """A tiny CLIP as BiomedCLIP's open_clip config builds it (timm tower, class-token pooling,
+    linear projection), with a small text tower under `text.` as BiomedCLIP's has; and its card."""
+    import dataclasses
+
     import open_clip
 
     vision = dict(
@@ -258,9 +262,13 @@ def test_biomedclip_open_clip_bundle_matches_encode_image(tmp_path):
     )
     text = dict(context_length=8, vocab_size=64, width=32, heads=2, layers=1)
     reference = scramble(open_clip.CustomTextCLIP(embed_dim=16, vision_cfg=vision, text_cfg=text))
-    torch.save(reference.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
     card = tiny_card("biomedclip", 224, 16, proj_dim=16)
-    card = __import__("dataclasses").replace(card, architecture="vit_tiny_patch16_224")
+    return reference, dataclasses.replace(card, architecture="vit_tiny_patch16_224")
+
+
+def test_biomedclip_open_clip_bundle_matches_encode_image(tmp_path):
+    reference, card = _biomedclip_reference()
+    torch.save(reference.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
     x = _images(224, n=1)
     with torch.no_grad():
         expected = reference.encode_image(normalised(x, card.input_mean, card.input_std))
@@ -633,19 +641,8 @@ def test_two_tensors_for_one_place_are_refused(tmp_path):
 
 
 def test_a_data_parallel_wrapped_open_clip_bundle_loads(tmp_path):
-    import dataclasses
-
-    import open_clip
-
-    vision = dict(
-        timm_model_name="vit_tiny_patch16_224", timm_pool="", timm_proj="linear", image_size=224
-    )
-    text = dict(context_length=8, vocab_size=64, width=32, heads=2, layers=1)
-    reference = scramble(open_clip.CustomTextCLIP(embed_dim=16, vision_cfg=vision, text_cfg=text))
+    reference, card = _biomedclip_reference()
     torch.save({f"module.{k}": v for k, v in reference.state_dict().items()}, tmp_path / "ddp.pt")
-    card = dataclasses.replace(
-        tiny_card("biomedclip", 224, 16, proj_dim=16), architecture="vit_tiny_patch16_224"
-    )
     x = _images(224, n=1)
     with torch.no_grad():
         expected = reference.encode_image(normalised(x, card.input_mean, card.input_std))

@@ -93,6 +93,10 @@ class Resize:
     interpolation: Literal["bilinear", "bicubic", "spline"] = "bilinear"
     crop_offset: Literal["round", "floor"] = "round"
 
+    def resized_side(self, size: int) -> int:
+        """The short side an image is resized to before a centre crop of `size` (timm's rule)."""
+        return math.floor(size / self.crop_pct)
+
 
 def get_preset(name: str, **overrides) -> Preset:
     """A named preset ("cxr", "path", "ct", "mri", or "auto"), with fields overridden and validated."""
@@ -190,7 +194,7 @@ def _resize(
             inner = (max(shape[0], round(h * scale)), max(shape[1], round(w * scale)))
             top, left = (inner[0] - shape[0]) // 2, (inner[1] - shape[1]) // 2
         else:  # a published recipe: torchvision's Resize(short side) then CenterCrop, exactly
-            side = math.floor(min(shape) / recipe.crop_pct)
+            side = recipe.resized_side(min(shape))
             inner = (side, int(side * w / h)) if h <= w else (int(side * h / w), side)
             inner = (max(inner[0], shape[0]), max(inner[1], shape[1]))
             half = math.floor if recipe.crop_offset == "floor" else round

@@ -12,7 +12,6 @@ another folder or with absolute paths finds what is done. DICOM UIDs appear as k
 import contextlib
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -138,11 +137,12 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
     # Rank 0's policy for every rank: nodes without a shared home would each make their own salt.
     uids = ctx.on_main(lambda: uid_policy(keep=options.keep_uids))
     group = options.dicom_series if options.dicom_series is not None else card.spatial_dims == 3
+    recorded_preset = _resolved(preset, card).to_json()
     identity = {
         "model": card.name,
         "weights_sha256": model.weights_sha256 or "random-init",
         "pool": options.pool,
-        "preset": _resolved(preset, card).to_json(),
+        "preset": recorded_preset,
         "precision": options.precision,
         "dicom_series": group,
         "uids": uids.identity,
@@ -154,7 +154,7 @@ def _embed(inputs, out: Path, model: FoundationModel, options: EmbedOptions, ctx
         identity["tiles"] = _tile_options(options, card).grid()
     metadata = {
         "medfound_card": card.to_json(),
-        "medfound_preset": _resolved(preset, card).to_json(),
+        "medfound_preset": recorded_preset,
     }
     writer = ResumableParquetWriter(out, identity, _schema(options.pool, metadata), ctx.rank)
     started = time.perf_counter()
@@ -260,7 +260,7 @@ def _tile_options(options: EmbedOptions, card) -> TileOptions:
     if card.resize is not None and card.resize.fit == "crop":
         # a recipe that resizes, then crops (Prov-GigaPath: 256 -> 224): tiles of the size it
         # resizes to (as preprocess does), so the crop sees the magnification it was trained at
-        size = math.floor(size / card.resize.crop_pct)
+        size = card.resize.resized_side(size)
     return TileOptions(
         mpp=options.tile_mpp if options.tile_mpp is not None else (card.mpp or 0.5),
         tile_size=size,
